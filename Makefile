@@ -1,0 +1,52 @@
+# rixin — the two commands: `make run` and `make test`. Everything installs into .venv.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export OMP_WAIT_POLICY ?= PASSIVE
+
+.PHONY: run test lint fmt bench bench-serving bench-gateway bench-embeddings lock clean-venv
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip==25.3"
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/rixin serve
+
+test: $(STAMP) lint
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+bench: bench-serving
+
+bench-serving: bench-gateway bench-generation bench-embeddings
+
+bench-gateway: $(STAMP)
+	$(BIN)/python bench/gateway_overhead.py
+
+bench-generation: $(STAMP)
+	$(BIN)/python bench/generation.py
+
+bench-embeddings: $(STAMP)
+	$(BIN)/python bench/embeddings.py
+
+# Regenerate the hash-pinned lock from pyproject.toml (developers only; needs network).
+lock:
+	$(BIN)/pip install --quiet "uv==0.13.8"
+	$(BIN)/uv pip compile pyproject.toml --extra models --extra dev --generate-hashes \
+		--python-version 3.11 --no-header -o requirements.lock
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,3 @@
+from rixin.cli.main import app
+
+app()

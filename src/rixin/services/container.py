@@ -1,0 +1,33 @@
+"""The services built once at start-up and shared by every request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rixin.api.middleware import EdgeState
+    from rixin.auth.service import AuthService
+    from rixin.observability import Metrics
+    from rixin.services.chat import ChatService
+    from rixin.services.completions import CompletionService
+    from rixin.services.embeddings import EmbeddingService, RerankService
+    from rixin.services.models import ModelManager
+    from rixin.settings import Settings
+    from rixin.store.db import Database
+    from rixin.store.idempotency import IdempotencyStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    auth: AuthService
+    idempotency: IdempotencyStore
+    models: ModelManager
+    metrics: Metrics
+    edge: EdgeState
+    chat: ChatService
+    completions: CompletionService
+    embeddings: EmbeddingService
+    rerank: RerankService
