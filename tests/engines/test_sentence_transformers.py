@@ -26,7 +26,12 @@ CTX = EngineContext(models_dir=Path("unused"), inference_threads=2)
 def _write_model_dir(root: Path, *, dense_out: int | None = None) -> Path:
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
     ]
     (root / "1_Pooling").mkdir(parents=True)
     (root / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 768}))
@@ -68,7 +73,10 @@ def test_factory_declares_capabilities_without_loading(tmp_path: Path) -> None:
 def test_bad_options_are_refused(tmp_path: Path, options: dict[str, object]) -> None:
     directory = _write_model_dir(tmp_path / "m")
     with pytest.raises(ModelUnavailable):
-        create(ReplicaConfig(backend="sentence_transformers", path=str(directory), options=options), CTX)
+        create(
+            ReplicaConfig(backend="sentence_transformers", path=str(directory), options=options),
+            CTX,
+        )
 
 
 def test_missing_directory_is_refused_without_hub(tmp_path: Path) -> None:

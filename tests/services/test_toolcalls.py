@@ -63,13 +63,15 @@ def calls(content: str, tools: list[dict[str, Any]] = TOOLS) -> list[tuple[str, 
         # What xllamacpp returns for tool_choice="required" with the 0.5B model.
         '{\n  "name": "get_weather",\n  "arguments": {\n    "city": "Paris"\n  }\n}',
         '```json\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n```',
-        'Sure! Here is the call:\n```\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n```\n'
+        'Sure! Here is the call:\n```\n{"name": "get_weather", "arguments": {"city": "Paris"}}'
+        "\n```\n"
         'You can call this function with "Paris".',
         '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
         '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}',
         '{"function": "get_weather", "parameters": {"city": "Paris"}}',
         '{"name": "get_weather", "parameters": {"city": "Paris"}}',
-        '{"type": "function", "function": {"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}}',
+        '{"type": "function", "function": {"name": "get_weather", '
+        '"arguments": "{\\"city\\": \\"Paris\\"}"}}',
         '{"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}',
         '[{"name": "get_weather", "arguments": {"city": "Paris"}}]',
         '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}',

@@ -1,4 +1,4 @@
-"""Liveness, readiness and metrics: the only routes without a key (reviewed allowlist)."""
+"""Liveness and readiness (the reviewed public allowlist: no key) and metrics (admin key)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.responses import Response
 
-from rixin.api.deps import ServicesDep
+from rixin.api.deps import AdminDep, ServicesDep
 
 router = APIRouter(tags=["health"])
 
@@ -28,5 +28,5 @@ async def ready(services: ServicesDep) -> Response:
 
 
 @router.get("/metrics")
-async def metrics(services: ServicesDep) -> Response:
+async def metrics(services: ServicesDep, admin: AdminDep) -> Response:
     return Response(services.metrics.render(), media_type="text/plain; version=0.0.4")

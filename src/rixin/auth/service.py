@@ -29,7 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from rixin.auth.keys import generate_key, hash_key, hashes_equal, is_well_formed, redact
-from rixin.errors import AuthenticationFailed, InvalidRequest, NotFound, RateLimited
+from rixin.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    RixinError,
+)
 from rixin.settings import Settings
 from rixin.store.db import Database
 from rixin.store.ids import new_id
@@ -257,7 +263,10 @@ class AuthService:
             await session.flush()
             # The file is written before the commit: a crash in between leaves a file with an
             # unusable key, which the next bootstrap replaces, never a key nobody can read.
-            await asyncio.to_thread(_write_secret_file, path, raw)
+            try:
+                await asyncio.to_thread(_write_secret_file, path, raw)
+            except OSError as exc:  # not a database failure: say what went wrong
+                raise RixinError(f"Could not write the admin key file {path}: {exc}") from exc
         log.info("generated the first admin key", extra={"key_id": record.id, "path": str(path)})
         return BootstrapResult(key=raw, path=path)
 
@@ -408,7 +417,9 @@ class AuthService:
             await _project(session, project_id)
             cursor = None
             if after is not None:
-                cursor = await _key(session, project_id, after, include_revoked=True)
+                cursor = await session.get(ApiKeyRecord, after) if _valid_id(after) else None
+                if cursor is None or cursor.project_id != project_id:
+                    raise InvalidRequest(f"No API key found with id '{after[:64]}'.", param="after")
             query = select(ApiKeyRecord).where(
                 ApiKeyRecord.project_id == project_id, ApiKeyRecord.revoked_at.is_(None)
             )
@@ -526,16 +537,10 @@ async def _project(session: AsyncSession, project_id: str) -> ProjectRecord:
     return project
 
 
-async def _key(
-    session: AsyncSession, project_id: str, key_id: str, *, include_revoked: bool = False
-) -> ApiKeyRecord:
+async def _key(session: AsyncSession, project_id: str, key_id: str) -> ApiKeyRecord:
     """A key of this project; another project's key is as absent as a nonexistent one (A1)."""
     record = await session.get(ApiKeyRecord, key_id) if _valid_id(key_id) else None
-    if (
-        record is None
-        or record.project_id != project_id
-        or (record.revoked_at is not None and not include_revoked)
-    ):
+    if record is None or record.project_id != project_id or record.revoked_at is not None:
         raise NotFound(f"No API key found with id '{key_id[:64]}'.", param="api_key_id")
     return record
 

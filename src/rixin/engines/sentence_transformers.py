@@ -71,7 +71,8 @@ class SentenceTransformerOptions:
         opts = cls(**values)
         if opts.overflow not in ("error", "truncate"):
             raise ModelUnavailable(
-                f"sentence_transformers: overflow must be 'error' or 'truncate', not {opts.overflow!r}"
+                "sentence_transformers: overflow must be 'error' or 'truncate', "
+                f"not {opts.overflow!r}"
             )
         if opts.batch_size < 1 or any(d < 1 for d in opts.matryoshka_dims):
             raise ModelUnavailable("sentence_transformers: sizes must be positive integers")
@@ -173,9 +174,9 @@ class SentenceTransformerEmbedding:
             ),
         }
         # Renamed in sentence-transformers 6; the old name warns there.
-        get_dims = getattr(model, "get_embedding_dimension", None) or getattr(
-            model, "get_sentence_embedding_dimension"
-        )
+        get_dims = getattr(model, "get_embedding_dimension", None)
+        if get_dims is None:
+            get_dims = model.get_sentence_embedding_dimension
         dims = int(get_dims())
         if dims != self.capabilities.embedding_dims:
             self.capabilities = replace(self.capabilities, embedding_dims=dims)
@@ -184,9 +185,7 @@ class SentenceTransformerEmbedding:
             self.capabilities = replace(self.capabilities, context_window=int(window))
         return model
 
-    async def embed(
-        self, texts: Sequence[str], *, input_type: str = "passage"
-    ) -> EmbeddingResult:
+    async def embed(self, texts: Sequence[str], *, input_type: str = "passage") -> EmbeddingResult:
         is_query = _is_query(input_type)
         if self._closed:
             raise ModelUnavailable(f"embedding model {self.name!r} is closed")
@@ -207,9 +206,7 @@ class SentenceTransformerEmbedding:
             normalize_embeddings=True,
             show_progress_bar=False,
         )
-        out: npt.NDArray[np.float32] = np.asarray(vectors, dtype=np.float32).reshape(
-            len(texts), -1
-        )
+        out: npt.NDArray[np.float32] = np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
         return EmbeddingResult(out, tokens)
 
     def _count_tokens(self, model: Any, texts: list[str]) -> int:

@@ -151,8 +151,8 @@ class Database:
                 async with self.engine.connect() as conn:
                     await conn.execute(text("SELECT 1"))
             return True
-        except Exception:  # noqa: BLE001 - any failure means "not ready"
-            log.warning("database ping failed", exc_info=True)
+        except Exception as exc:  # any failure means "not ready"
+            log.warning("database ping failed: %s", type(exc).__name__)
             return False
 
     async def aclose(self) -> None:

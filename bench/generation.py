@@ -1,0 +1,181 @@
+"""Generation throughput: rixin vs the same llama.cpp runtime, side by side in one script.
+
+1 stream: tokens/s streamed through rixin's `/v1/chat/completions` vs xllamacpp driven directly
+in-process on the same GGUF. 4 streams: aggregate tokens/s through rixin vs llama.cpp's own HTTP
+server (xllamacpp's listener) with 4 slots. Both next to the bandwidth ceiling (measured copy
+GB/s ÷ model bytes). Runs alternate (never concurrently), 3 rounds, medians; load average
+recorded with every figure.
+
+    make bench-generation        # or: .venv/bin/python bench/generation.py --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from harness import RixinProcess, test_models_dir  # noqa: E402
+
+from rixin.engines import packaged  # noqa: E402
+
+MODEL_PACKAGE = "qwen2.5-coder-0.5b-instruct-q4"
+PROMPT = [{"role": "user", "content": "Write a long story about a robot learning to paint."}]
+MAX_TOKENS = 96
+THREADS = 2
+
+
+def bandwidth_gbs() -> float:
+    src = np.ones(256 * 1024 * 1024 // 8)
+    dst = np.empty_like(src)
+    best = 0.0
+    for _ in range(5):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        elapsed = time.perf_counter() - start
+        best = max(best, 2 * src.nbytes / elapsed / 1e9)
+    return best
+
+
+def body(stream: bool) -> dict[str, Any]:
+    return {
+        "messages": PROMPT,
+        "max_tokens": MAX_TOKENS,
+        "temperature": 0,
+        "seed": 1,
+        "stream": stream,
+        "stream_options": {"include_usage": True} if stream else None,
+    }
+
+
+def llama_server(gguf: Path, n_parallel: int, http: bool) -> Any:
+    import xllamacpp as x
+
+    params = x.CommonParams()
+    params.model.path = str(gguf)
+    params.n_ctx = 2048 * n_parallel
+    params.n_parallel = n_parallel
+    params.cpuparams.n_threads = THREADS
+    params.cpuparams_batch.n_threads = THREADS
+    params.use_jinja = True
+    if http:
+        params.port = 0
+    return x.Server(params)
+
+
+def direct_stream(server: Any) -> tuple[int, float]:
+    """Tokens and seconds from first to last token, via the native streaming callback."""
+    times: list[float] = []
+    tokens = [0]
+
+    def on_chunk(chunk: dict[str, Any]) -> bool:
+        for choice in chunk.get("choices", []):
+            if (choice.get("delta") or {}).get("content"):
+                times.append(time.perf_counter())
+        if chunk.get("usage"):
+            tokens[0] = chunk["usage"]["completion_tokens"]
+        return False
+
+    server.handle_chat_completions({k: v for k, v in body(True).items() if v is not None}, on_chunk)
+    return tokens[0], times[-1] - times[0]
+
+
+async def sse_stream(client: httpx.AsyncClient, url: str, payload: dict[str, Any]) -> tuple[int, float]:
+    times: list[float] = []
+    tokens = 0
+    async with client.stream("POST", url, json=payload) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line.endswith("[DONE]"):
+                continue
+            event = json.loads(line[6:])
+            for choice in event.get("choices", []):
+                if (choice.get("delta") or {}).get("content"):
+                    times.append(time.perf_counter())
+            if event.get("usage"):
+                tokens = event["usage"]["completion_tokens"]
+    return tokens, times[-1] - times[0]
+
+
+async def aggregate(url: str, headers: dict[str, str], model: str, streams: int) -> float:
+    payload = {k: v for k, v in body(True).items() if v is not None} | {"model": model}
+    async with httpx.AsyncClient(headers=headers, timeout=600) as client:
+        start = time.perf_counter()
+        results = await asyncio.gather(*(sse_stream(client, url, payload) for _ in range(streams)))
+        wall = time.perf_counter() - start
+    return sum(tokens for tokens, _ in results) / wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--streams", type=int, default=4)
+    args = parser.parse_args()
+    gguf = packaged.assemble(MODEL_PACKAGE, test_models_dir())
+    model_bytes = gguf.stat().st_size
+    gbs = bandwidth_gbs()
+    ceiling = gbs * 1e9 / model_bytes
+    print(f"bandwidth {gbs:.1f} GB/s, model {model_bytes / 1e9:.2f} GB -> ceiling {ceiling:.1f} tok/s")
+
+    chat_model = {
+        "id": "bench-chat",
+        "kind": "chat",
+        "replicas": [
+            {"backend": "llamacpp", "package": MODEL_PACKAGE, "max_concurrency": args.streams,
+             "options": {"n_parallel": args.streams}}
+        ],
+    }
+    direct = llama_server(gguf, 1, http=False)
+    with tempfile.TemporaryDirectory() as tmp:
+        rixin = RixinProcess(
+            Path(tmp), models=[chat_model],
+            env={"RIXIN_INFERENCE_THREADS": str(THREADS), "RIXIN_N_PARALLEL": str(args.streams)},
+        ).start()
+        url = f"{rixin.api_url}/chat/completions"
+        one_direct, one_rixin, agg_rixin, agg_llama = [], [], [], []
+        try:
+            for _ in range(args.rounds):
+                tokens, seconds = direct_stream(direct)
+                one_direct.append(tokens / seconds)
+                tokens, seconds = asyncio.run(_one(url, rixin.headers()))
+                one_rixin.append(tokens / seconds)
+                agg_rixin.append(asyncio.run(aggregate(url, rixin.headers(), "bench-chat", args.streams)))
+            del direct
+            own = llama_server(gguf, args.streams, http=True)
+            own_url = f"{own.listening_address}/v1/chat/completions"
+            for _ in range(args.rounds):
+                agg_llama.append(asyncio.run(aggregate(own_url, {}, "x", args.streams)))
+        finally:
+            rixin.stop()
+    load = os.getloadavg()[0]
+    d, r = statistics.median(one_direct), statistics.median(one_rixin)
+    ar, al = statistics.median(agg_rixin), statistics.median(agg_llama)
+    print(f"1 stream : rixin {r:.1f} tok/s, direct {d:.1f} tok/s, ratio {r / d:.3f} "
+          f"(goal >= 0.97), ceiling {ceiling:.1f}, load {load:.2f}")
+    print(f"{args.streams} streams: rixin {ar:.1f} tok/s, llama.cpp server {al:.1f} tok/s, "
+          f"ratio {ar / al:.3f} (goal >= 1.0), ceiling {ceiling:.1f}, load {load:.2f}")
+
+
+async def _one(url: str, headers: dict[str, str]) -> tuple[int, float]:
+    payload = {k: v for k, v in body(True).items() if v is not None} | {"model": "bench-chat"}
+    async with httpx.AsyncClient(headers=headers, timeout=600) as client:
+        return await sse_stream(client, url, payload)
+
+
+if __name__ == "__main__":
+    threading.stack_size(8 * 1024 * 1024)
+    main()
