@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from rixin.engines.llamacpp import DEFAULT_FIM_TEMPLATE, LlamaCppChatModel, create
@@ -191,7 +191,12 @@ async def test_fim_prompt_and_echo_are_built_here() -> None:
         "object": "text_completion",
     }
     server = ScriptedServer(answer)
-    body = {"prompt": "def f(a, b):\n    ", "suffix": "\n", "echo": True, "logprobs": 1}
+    body: dict[str, Any] = {
+        "prompt": "def f(a, b):\n    ",
+        "suffix": "\n",
+        "echo": True,
+        "logprobs": 1,
+    }
     result = await scripted(server).complete(body)
     sent = server.requests[0]
     assert sent["prompt"] == "<|fim_prefix|>def f(a, b):\n    <|fim_suffix|>\n<|fim_middle|>"

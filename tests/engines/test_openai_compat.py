@@ -15,8 +15,8 @@ import pytest
 from rixin.engines.base import Capabilities
 from rixin.engines.openai_compat import (
     OpenAICompatChat,
-    SSEDecoder,
     ServerSentEvent,
+    SSEDecoder,
     _Upstream,
     create_chat,
     create_embedding,
@@ -337,7 +337,9 @@ async def test_stream_cut_cleanly_before_done_is_an_error():
 
 def test_sse_decoder_handles_line_endings_comments_and_multiline_data():
     decoder = SSEDecoder()
-    stream = ": keep-alive\r\ndata: {\"a\":\r\ndata: 1}\r\n\r\nevent: error\ndata: x\n\ndata: [DONE]\r"
+    stream = (
+        ': keep-alive\r\ndata: {"a":\r\ndata: 1}\r\n\r\nevent: error\ndata: x\n\ndata: [DONE]\r'
+    )
     events: list[ServerSentEvent] = []
     for i in range(0, len(stream), 3):  # split at awkward places, including inside "\r\n"
         events += decoder.feed(stream[i : i + 3])

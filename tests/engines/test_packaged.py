@@ -167,3 +167,13 @@ def test_verify_file(tmp_path: Path) -> None:
         verify_file(path, digest)
     with pytest.raises(ModelUnavailable, match="does not exist"):
         verify_file(tmp_path / "absent.gguf", digest)
+
+
+def test_stale_temp_from_a_killed_assembly_is_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_parts: list[bytes]
+) -> None:
+    model = fake_entry(monkeypatch, fake_parts)
+    stale = tmp_path / f".{model.filename}.999999999.part"
+    stale.write_bytes(b"half")
+    assemble("fake", tmp_path)
+    assert not stale.exists()

