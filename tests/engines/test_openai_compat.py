@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+from rixin.engines import registry
 from rixin.engines.base import Capabilities
 from rixin.engines.openai_compat import (
     OpenAICompatChat,
@@ -361,6 +362,12 @@ def test_sse_decoder_drops_an_unterminated_event_and_caps_event_size():
 
 
 # --------------------------------------------------------------------------- factories
+
+
+def test_registered_as_builtin_engines():
+    assert registry.resolve("openai_compat") is create_chat
+    assert registry.resolve("openai_compat_embedding") is create_embedding
+    assert registry.resolve("openai_compat_rerank") is create_rerank
 
 
 def test_factory_refuses_missing_base_url_and_missing_key():

@@ -68,7 +68,7 @@ class IdempotencyMiddleware:
             await send_error(send, error, request_id)
             return
         if begin.state == "replay":
-            await _replay(send, begin.status_code, begin.response_headers, begin.response_body)
+            await _replay(send, begin.status_code or 200, begin.headers, begin.body)
             return
         await self._run_and_store(scope, body, receive, send, project, key)
 
@@ -91,8 +91,11 @@ class IdempotencyMiddleware:
             if message["type"] == "http.response.start":
                 captured["status"] = message["status"]
                 captured["headers"] = list(message.get("headers", []))
-                content_type = dict(captured["headers"]).get(b"content-type", b"")
-                storable = not content_type.startswith(b"text/event-stream")
+                headers = dict(captured["headers"])
+                # Streams are not stored; neither is anything marked no-store (a new API key).
+                storable = not headers.get(b"content-type", b"").startswith(
+                    b"text/event-stream"
+                ) and b"no-store" not in headers.get(b"cache-control", b"")
             elif message["type"] == "http.response.body" and storable:
                 captured["body"].extend(message.get("body", b""))
                 storable = len(captured["body"]) <= MAX_STORED_BODY

@@ -233,7 +233,7 @@ class AuthService:
     # -- bootstrap --------------------------------------------------------------------------
 
     async def bootstrap(self) -> BootstrapResult:
-        """Ensure the default project and an admin key exist (see module docstring of the CLI).
+        """Ensure the default project and an admin key exist; run once at start-up.
 
         With ``Settings.admin_key`` that key is installed (as a hash). Otherwise, when no admin
         key exists yet, one is generated and written to ``<data_dir>/admin-key`` (mode 0600).
@@ -269,6 +269,10 @@ class AuthService:
                 raise RixinError(f"Could not write the admin key file {path}: {exc}") from exc
         log.info("generated the first admin key", extra={"key_id": record.id, "path": str(path)})
         return BootstrapResult(key=raw, path=path)
+
+    async def default_project_id(self) -> str:
+        """The id of the default project (created on first use)."""
+        return await self._ensure_default_project()
 
     async def _ensure_default_project(self) -> str:
         async with self._db.session() as session:

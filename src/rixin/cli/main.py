@@ -116,11 +116,10 @@ def keys_create(
     """Create a key in the default project; it is shown once."""
 
     async def action(auth: Any) -> Any:
-        project = await auth.default_project()
-        return await auth.create_key(project.id, name=name, role=role)
+        return await auth.create_key(await auth.default_project_id(), name=name, role=role)
 
     created = asyncio.run(_with_auth(data_dir, action))
-    console.print(f"id: {created.key.id}\nkey (shown once): [bold]{created.value}[/]")
+    console.print(f"id: {created.record.id}\nkey (shown once): [bold]{created.value}[/]")
 
 
 @keys_app.command("list")
@@ -128,8 +127,7 @@ def keys_list(data_dir: DataDir = None) -> None:
     """List the keys of the default project (redacted)."""
 
     async def action(auth: Any) -> Any:
-        project = await auth.default_project()
-        return await auth.list_keys(project.id, limit=100)
+        return await auth.list_keys(await auth.default_project_id(), limit=100)
 
     page = asyncio.run(_with_auth(data_dir, action))
     table = Table("id", "name", "role", "key", "created")
@@ -143,8 +141,7 @@ def keys_revoke(key_id: str, data_dir: DataDir = None) -> None:
     """Revoke a key; it stops working within a second."""
 
     async def action(auth: Any) -> Any:
-        project = await auth.default_project()
-        return await auth.delete_key(project.id, key_id)
+        return await auth.revoke_key(await auth.default_project_id(), key_id)
 
     asyncio.run(_with_auth(data_dir, action))
     console.print(json.dumps({"id": key_id, "deleted": True}))

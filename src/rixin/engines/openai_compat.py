@@ -54,7 +54,7 @@ CONNECT_TIMEOUT_S = 5.0
 HEALTH_TIMEOUT_S = 5.0
 MAX_ERROR_BODY_BYTES = 64 * 1024
 MAX_EVENT_BYTES = 16 * 1024 * 1024
-_KEY_PATTERN = re.compile(r"(sk-|Bearer\s+)[A-Za-z0-9_\-.*]{4,}")
+_KEY_PATTERN = re.compile(r"\b(sk-|Bearer\s+)[A-Za-z0-9_\-.*]{4,}")
 
 
 # --------------------------------------------------------------------------- SSE decoding

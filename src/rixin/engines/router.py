@@ -33,6 +33,7 @@ import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -208,21 +209,25 @@ class Router(Generic[B]):
         self._dispatch()
 
     def snapshot(self) -> dict[str, Any]:
-        """Queue and per-replica state, for ``/metrics`` and admin views."""
+        """Queue depth and a list of per-replica states (``name``, ``in_flight``, ``healthy``,
+        ``available``, ``cooled_until`` …), for ``/metrics`` and admin views."""
         now = self._clock()
-        replicas = {}
+        replicas = []
         for s in self._states:
             s.prune(now, self._config.failure_window_s)
-            replicas[s.name] = {
-                "in_flight": s.in_flight,
-                "max_concurrency": s.replica.max_concurrency,
-                "healthy": s.healthy,
-                "available": s.available(now),
-                "cooled_until": s.cooled_until if s.cooled_until > now else None,
-                "cooldown_left_s": max(0.0, s.cooled_until - now),
-                "requests_in_window": len(s.outcomes),
-                "failures_in_window": sum(1 for _, ok in s.outcomes if not ok),
-            }
+            replicas.append(
+                {
+                    "name": s.name,
+                    "in_flight": s.in_flight,
+                    "max_concurrency": s.replica.max_concurrency,
+                    "healthy": s.healthy,
+                    "available": s.available(now),
+                    "cooled_until": s.cooled_until if s.cooled_until > now else None,
+                    "cooldown_left_s": max(0.0, s.cooled_until - now),
+                    "requests_in_window": len(s.outcomes),
+                    "failures_in_window": sum(1 for _, ok in s.outcomes if not ok),
+                }
+            )
         return {
             "model": self.model_id,
             "queued": len(self._waiters),
@@ -236,6 +241,8 @@ class Router(Generic[B]):
     async def _acquire(self, tried: set[str], last: BackendError | None) -> _State:
         if self._closed:
             raise ShuttingDown(f"model {self.model_id} is shutting down")
+        if self._waiters:
+            self._dispatch()  # a cooldown may have ended: queued requests go first
         candidates = self._candidates(tried)
         if not candidates:
             raise self._exhausted(tried, last)
@@ -496,11 +503,9 @@ class RoutedStream(Generic[T]):
 
     def __del__(self) -> None:
         if not self._done:  # dropped without aclose(): give the slot back at least
-            log.warning("stream from %s dropped without aclose()", self.replica)
-            try:
+            with suppress(Exception):  # e.g. the event loop is already closed
+                log.warning("stream from %s dropped without aclose()", self.replica)
                 self._finish(None)
-            except RuntimeError:  # the event loop is already closed
-                pass
 
 
 async def _close(iterator: AsyncIterator[Any]) -> None:

@@ -20,6 +20,7 @@ from rixin.observability import Metrics
 from rixin.schemas.chat import ChatCompletionRequest, NamedToolChoice
 from rixin.services import toolcalls
 from rixin.services.models import ModelManager
+from rixin.services.reply import Reply
 from rixin.services.streaming import ToolStreamAssembler, sse_stream
 from rixin.settings import Settings
 
@@ -51,7 +52,7 @@ class ChatService:
         self.metrics = metrics
         self.settings = settings
 
-    async def create(self, req: ChatCompletionRequest) -> dict[str, Any] | AsyncIterator[bytes]:
+    async def create(self, req: ChatCompletionRequest) -> Reply:
         served = self.models.get(req.model, "chat")
         caps = served.capabilities
         self._validate(req, caps)
@@ -60,11 +61,11 @@ class ChatService:
         router = served.require_router()
         if not req.stream:
             routed = await router.call(lambda backend: backend.chat(body))
-            return self._finish(routed.value, req, plan)
+            return Reply(self._finish(routed.value, req, plan), routed.replica)
         stream = await router.open_stream(lambda backend: backend.stream_chat(body))
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         chunks = self._stream_chunks(stream, req, plan, include_usage)
-        return sse_stream(chunks, on_close=stream.aclose)
+        return Reply(sse_stream(chunks, on_close=stream.aclose), stream.replica)
 
     # -- validation ---------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from rixin.observability import Metrics
 from rixin.schemas.chat import CompletionRequest
 from rixin.services.chat import _FINGERPRINT, _usage, new_id
 from rixin.services.models import ModelManager
+from rixin.services.reply import Reply
 from rixin.services.streaming import sse_stream
 from rixin.settings import Settings
 
@@ -23,7 +24,7 @@ class CompletionService:
         self.metrics = metrics
         self.settings = settings
 
-    async def create(self, req: CompletionRequest) -> dict[str, Any] | AsyncIterator[bytes]:
+    async def create(self, req: CompletionRequest) -> Reply:
         served = self.models.get(req.model, "chat")
         self._validate(req, served.capabilities.fim, served.capabilities.logprobs)
         body = req.known(exclude=_PLATFORM_FIELDS)
@@ -33,10 +34,11 @@ class CompletionService:
         router = served.require_router()
         if not req.stream:
             routed = await router.call(lambda backend: backend.complete(body))
-            return self._finish(routed.value, req)
+            return Reply(self._finish(routed.value, req), routed.replica)
         stream = await router.open_stream(lambda backend: backend.stream_complete(body))
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return sse_stream(self._chunks(stream, req, include_usage), on_close=stream.aclose)
+        chunks = self._chunks(stream, req, include_usage)
+        return Reply(sse_stream(chunks, on_close=stream.aclose), stream.replica)
 
     def _validate(self, req: CompletionRequest, fim: bool, logprobs: bool) -> None:
         if req.n is not None and req.n > self.settings.max_n:

@@ -113,7 +113,8 @@ class Database:
     async def session(self, *, readonly: bool = False) -> AsyncIterator[AsyncSession]:
         """A unit of work: committed when the block succeeds, rolled back when it raises.
 
-        ``readonly`` sessions take no write lock on SQLite; a write in one fails there.
+        ``readonly``: on SQLite a deferred transaction, a consistent snapshot that never waits
+        for writers; do not write in one (use the default session for anything that writes).
         """
         factory = self._read_sessions if readonly else self._sessions
         if factory is None:
