@@ -260,14 +260,14 @@ class DenseIndex:
         sims[~self._live] = -np.inf
         return self._top(sims, np.arange(len(sims), dtype=np.intp), min(k, self.count))
 
-    def _exact(self, query: Vectors, k: int, slots: npt.NDArray[np.intp]) -> list[tuple[str, float]]:
+    def _exact(
+        self, query: Vectors, k: int, slots: npt.NDArray[np.intp]
+    ) -> list[tuple[str, float]]:
         if not len(slots):
             return []
         return self._top(self._vectors[slots] @ query, slots, min(k, len(slots)))
 
-    def _top(
-        self, sims: Vectors, slots: npt.NDArray[np.intp], k: int
-    ) -> list[tuple[str, float]]:
+    def _top(self, sims: Vectors, slots: npt.NDArray[np.intp], k: int) -> list[tuple[str, float]]:
         top = np.argpartition(-sims, k - 1)[:k]
         top = top[np.lexsort((slots[top], -sims[top]))]
         return [(self._id(int(slots[i])), float(sims[i])) for i in top]

@@ -34,7 +34,9 @@ ENGLISH_STOPWORDS = frozenset(
 )
 """Lucene's English stop-words (also ``bm25s``'s ``"en"`` list)."""
 
-CHINESE_STOPWORDS = frozenset("的 了 和 是 在 也 都 就 而 及 与 着 或 之 于 把 被 个 吗 呢 吧 啊 呀".split())
+CHINESE_STOPWORDS = frozenset(
+    "的 了 和 是 在 也 都 就 而 及 与 着 或 之 于 把 被 个 吗 呢 吧 啊 呀".split()
+)
 """Single-character function words; whole words are kept (they carry meaning in search)."""
 
 _local = threading.local()
