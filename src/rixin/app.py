@@ -101,6 +101,9 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # Not served: the public allowlist is liveness and readiness only (RELIABILITY A3);
+        # ``app.openapi()`` still builds the document for tests and tooling.
+        openapi_url=None,
     )
     app.state.services = services
     errors.install(app)

@@ -7,6 +7,8 @@ close, and in-flight requests (streams included) get up to ``drain_timeout_s`` t
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -27,6 +29,14 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.on_drain()
         super().handle_exit(sig, frame)
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            # uvicorn re-raises the captured signal after shutdown, so the process would die of
+            # SIGTERM; a completed drain is a clean stop and exits 0 (RELIABILITY F6).
+            self._captured_signals.clear()
 
 
 def serve(settings: Settings, console: Console) -> None:

@@ -1,0 +1,1 @@
+"""The knowledge base: parsing uploaded files, chunking them, and (later) vector stores."""

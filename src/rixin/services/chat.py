@@ -264,7 +264,11 @@ class _ToolPlan:
         return cls(tools, choice or "auto", parallel, native=not caps.constrained_tools)
 
     def apply(self, body: dict[str, Any]) -> dict[str, Any]:
-        if not self.tools or self.native:
+        if self.native:
+            return body
+        if any(m.get("role") == "tool" for m in body["messages"]):
+            body["messages"] = toolcalls.inline_tool_history(body["messages"])
+        if not self.tools:
             return body
         if not self.active:
             body.pop("tools", None)

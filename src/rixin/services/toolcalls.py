@@ -208,3 +208,52 @@ def _valid(arguments: dict[str, Any], schema: dict[str, Any]) -> bool:
         # The tool's own schema is broken: we cannot hold the model to it.
         return True
     return bool(validator_cls(schema).is_valid(arguments))
+
+
+def inline_tool_history(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rewrite past tool calls and results as plain turns, for models that imitate the markup.
+
+    Small local models shown their own earlier call in the chat template's tool markup tend to
+    repeat it instead of answering. As plain text (the call as a sentence, the results as one
+    user turn) they answer from the results. Only used when rixin parses calls itself.
+    """
+    names: dict[str, str] = {}
+    out: list[dict[str, Any]] = []
+    results: list[str] = []
+    question = ""
+
+    def flush() -> None:
+        if results:
+            lines = "\n".join(f"- {r}" for r in results)
+            text = f"Tool results:\n{lines}\n\nUsing these results, answer: {question}"
+            out.append({"role": "user", "content": text.strip()})
+            results.clear()
+
+    for message in messages:
+        if message.get("role") == "tool":
+            name = names.get(str(message.get("tool_call_id")), "the tool")
+            results.append(f"{name} returned {_text(message.get('content'))}")
+            continue
+        flush()
+        if message.get("role") == "user":
+            question = _text(message.get("content"))
+        calls = message.get("tool_calls") if message.get("role") == "assistant" else None
+        if not calls:
+            out.append(message)
+            continue
+        sentences = []
+        for call in calls:
+            function = call.get("function") or {}
+            names[str(call.get("id"))] = str(function.get("name"))
+            sentences.append(f"Calling {function.get('name')} with {function.get('arguments')}.")
+        prefix = _text(message.get("content"))
+        content = " ".join(([prefix] if prefix else []) + sentences)
+        out.append({"role": "assistant", "content": content})
+    flush()
+    return out
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return "".join(str(part.get("text") or "") for part in content if isinstance(part, dict))
+    return "" if content is None else str(content)

@@ -140,6 +140,8 @@ class DenseIndex:
         """Write the index (compacting removed slots away) and swap it in atomically."""
         with self._lock:
             self._compact()
+            if self.mode == "hnsw":
+                self._ensure_graph()  # saved with the index, so a reopen searches at once
             tmp = self.directory.with_name(self.directory.name + ".tmp")
             old = self.directory.with_name(self.directory.name + ".old")
             shutil.rmtree(tmp, ignore_errors=True)

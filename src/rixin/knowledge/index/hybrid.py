@@ -26,8 +26,8 @@ from dataclasses import dataclass, replace
 from typing import Literal, NamedTuple
 
 from rixin.engines.base import EmbeddingModel, RerankModel
-from rixin.knowledge.index import fusion
 from rixin.knowledge.index.dense import DenseIndex
+from rixin.knowledge.index.fusion import Normalisation, convex, rrf
 from rixin.knowledge.index.sparse import SparseIndex
 
 Mode = Literal["hybrid", "dense", "sparse"]
@@ -48,7 +48,7 @@ class SearchOptions:
     rrf_k: int = 60
     alpha: float = 0.5
     """Weight of the dense side in ``convex`` fusion."""
-    normalisation: fusion.Normalisation = "minmax"
+    normalisation: Normalisation = "minmax"
     candidates: int = 50
     """Hits taken from each retriever before fusion."""
     rerank: bool = True
@@ -148,16 +148,16 @@ class HybridSearcher:
         if not both:
             return [Hit(c, s, components[c]) for c, s in dense or sparse]
         if opts.fusion == "rrf":
-            fused = fusion.rrf([[c for c, _ in dense], [c for c, _ in sparse]], k=opts.rrf_k)
+            fused = rrf([[c for c, _ in dense], [c for c, _ in sparse]], k=opts.rrf_k)
             best = 2.0 / (opts.rrf_k + 1)
             fused = [(c, s / best) for c, s in fused]
         else:
-            fused = fusion.convex(dict(dense), dict(sparse), opts.alpha, opts.normalisation)
-        hits = []
+            fused = convex(dict(dense), dict(sparse), opts.alpha, opts.normalisation)
+        ranked: list[Hit] = []
         for chunk_id, score in fused:
             components[chunk_id]["fused"] = score
-            hits.append(Hit(chunk_id, score, components[chunk_id]))
-        return hits
+            ranked.append(Hit(chunk_id, score, components[chunk_id]))
+        return ranked
 
     async def _rerank(self, query: str, hits: list[Hit], top: int) -> list[Hit]:
         assert self.reranker is not None and self.fetch_texts is not None

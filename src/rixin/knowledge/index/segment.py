@@ -46,7 +46,7 @@ def _stemmer() -> Any:
     # PyStemmer instances keep internal state: one per thread.
     stemmer = getattr(_local, "stemmer", None)
     if stemmer is None:
-        import Stemmer  # type: ignore[import-untyped]
+        import Stemmer  # type: ignore[import-not-found]
 
         stemmer = _local.stemmer = Stemmer.Stemmer("english")
     return stemmer

@@ -34,6 +34,32 @@ def match_expression(terms: Iterable[str]) -> str:
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
 
 
+def _statements(ids: str, fts: str) -> dict[str, str]:
+    """Every statement of an index; ``ids``/``fts`` are checked identifiers (``_NAME``)."""
+    search = (
+        f"SELECT i.chunk_id, -bm25({fts}) AS score FROM {fts} "  # noqa: S608
+        f"JOIN {ids} AS i ON i.rowid = {fts}.rowid WHERE {fts} MATCH ?"
+    )
+    allowed = " AND i.chunk_id IN (SELECT value FROM json_each(?))"
+    order = " ORDER BY score DESC, i.chunk_id LIMIT ?"
+    return {
+        "create_ids": f"CREATE TABLE IF NOT EXISTS {ids} "
+        "(rowid INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE)",
+        "create_fts": f"CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5("
+        "tokens, tokenize = 'unicode61 remove_diacritics 0')",
+        "count": f"SELECT count(*) FROM {ids}",  # noqa: S608
+        "insert_id": f"INSERT INTO {ids} (chunk_id) VALUES (?)",  # noqa: S608
+        "insert_fts": f"INSERT INTO {fts} (rowid, tokens) VALUES (?, ?)",  # noqa: S608
+        "find": f"SELECT rowid FROM {ids} WHERE chunk_id = ?",  # noqa: S608
+        "delete_fts": f"DELETE FROM {fts} WHERE rowid = ?",  # noqa: S608
+        "delete_id": f"DELETE FROM {ids} WHERE rowid = ?",  # noqa: S608
+        "clear_fts": f"DELETE FROM {fts}",  # noqa: S608
+        "clear_ids": f"DELETE FROM {ids}",  # noqa: S608
+        "search": search + order,
+        "search_allowed": search + allowed + order,
+    }
+
+
 class SparseIndex:
     """BM25 search over the chunks of one vector store."""
 
@@ -49,23 +75,16 @@ class SparseIndex:
             self._conn = sqlite3.connect(conn_or_path, check_same_thread=False)
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._owns = True
-        self._ids = f"{name}_ids"
-        self._fts = f"{name}_fts"
+        self._sql = _statements(f"{name}_ids", f"{name}_fts")
         self._lock = threading.RLock()
         with self._lock, self._conn:
-            self._conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {self._ids} "
-                "(rowid INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE)"
-            )
-            self._conn.execute(
-                f"CREATE VIRTUAL TABLE IF NOT EXISTS {self._fts} USING fts5("
-                "tokens, tokenize = 'unicode61 remove_diacritics 0')"
-            )
+            self._conn.execute(self._sql["create_ids"])
+            self._conn.execute(self._sql["create_fts"])
 
     @property
     def count(self) -> int:
         with self._lock:
-            row = self._conn.execute(f"SELECT count(*) FROM {self._ids}").fetchone()
+            row = self._conn.execute(self._sql["count"]).fetchone()
         return int(row[0])
 
     def add(self, chunk_id: str, text: str) -> None:
@@ -78,13 +97,8 @@ class SparseIndex:
         with self._lock, self._conn:
             self._delete(chunk_id for chunk_id, _ in rows)
             for chunk_id, tokens in rows:
-                cursor = self._conn.execute(
-                    f"INSERT INTO {self._ids} (chunk_id) VALUES (?)", (chunk_id,)
-                )
-                self._conn.execute(
-                    f"INSERT INTO {self._fts} (rowid, tokens) VALUES (?, ?)",
-                    (cursor.lastrowid, tokens),
-                )
+                cursor = self._conn.execute(self._sql["insert_id"], (chunk_id,))
+                self._conn.execute(self._sql["insert_fts"], (cursor.lastrowid, tokens))
 
     def delete(self, chunk_ids: Iterable[str]) -> None:
         with self._lock, self._conn:
@@ -92,12 +106,10 @@ class SparseIndex:
 
     def _delete(self, chunk_ids: Iterable[str]) -> None:
         for chunk_id in chunk_ids:
-            row = self._conn.execute(
-                f"SELECT rowid FROM {self._ids} WHERE chunk_id = ?", (chunk_id,)
-            ).fetchone()
+            row = self._conn.execute(self._sql["find"], (chunk_id,)).fetchone()
             if row is not None:
-                self._conn.execute(f"DELETE FROM {self._fts} WHERE rowid = ?", row)
-                self._conn.execute(f"DELETE FROM {self._ids} WHERE rowid = ?", row)
+                self._conn.execute(self._sql["delete_fts"], row)
+                self._conn.execute(self._sql["delete_id"], row)
 
     def search(
         self, query: str, k: int, allowed_ids: Collection[str] | None = None
@@ -106,16 +118,12 @@ class SparseIndex:
         terms = query_terms(query)
         if not terms or k <= 0 or (allowed_ids is not None and not allowed_ids):
             return []
-        sql = (
-            f"SELECT i.chunk_id, -bm25({self._fts}) AS score FROM {self._fts} "
-            f"JOIN {self._ids} AS i ON i.rowid = {self._fts}.rowid "
-            f"WHERE {self._fts} MATCH ?"
-        )
         params: list[object] = [match_expression(terms)]
-        if allowed_ids is not None:
-            sql += " AND i.chunk_id IN (SELECT value FROM json_each(?))"
+        if allowed_ids is None:
+            sql = self._sql["search"]
+        else:
+            sql = self._sql["search_allowed"]
             params.append(json.dumps(list(allowed_ids)))
-        sql += " ORDER BY score DESC, i.chunk_id LIMIT ?"
         params.append(k)
         with self._lock:
             rows = self._conn.execute(sql, params).fetchall()
@@ -123,8 +131,8 @@ class SparseIndex:
 
     def clear(self) -> None:
         with self._lock, self._conn:
-            self._conn.execute(f"DELETE FROM {self._fts}")
-            self._conn.execute(f"DELETE FROM {self._ids}")
+            self._conn.execute(self._sql["clear_fts"])
+            self._conn.execute(self._sql["clear_ids"])
 
     def close(self) -> None:
         if self._owns:

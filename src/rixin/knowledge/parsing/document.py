@@ -96,13 +96,22 @@ def _block_from_json(item: Any) -> Block:
     return Block(text, kind, _opt(level, int), _opt(page, int), tuple(path))
 
 
+def _valid_unicode(text: str) -> str:
+    """Replace lone surrogates (some PDFs produce them) so the text encodes as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", errors="replace").decode("utf-8")
+    return text
+
+
 _SPACES = re.compile(r"[ \t\r\f\v\u00a0\u3000]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 
 
 def clean_text(text: str) -> str:
     """Collapse runs of spaces, drop NULs and blank-line runs, strip; keep single newlines."""
-    text = text.replace("\x00", "")
+    text = _valid_unicode(text.replace("\x00", ""))
     lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
     return _BLANK_LINES.sub("\n", "\n".join(lines)).strip()
 
@@ -128,7 +137,7 @@ class DocumentBuilder:
         self._append(Block(text, "heading", level, page, self.heading_path))
 
     def add(self, kind: BlockKind, text: str, page: int | None = None) -> None:
-        text = text.strip("\n") if kind == "code" else clean_text(text)
+        text = _valid_unicode(text.strip("\n")) if kind == "code" else clean_text(text)
         if text.strip():
             self._append(Block(text, kind, None, page, self.heading_path))
 

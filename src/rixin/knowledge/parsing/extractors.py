@@ -39,7 +39,8 @@ def extract(f: BinaryIO, *, suffix: str, limits: ParseLimits) -> ParsedDocument:
     except RecursionError as exc:
         raise ParseError("corrupt", "document structure is nested too deeply") from exc
     except Exception as exc:  # a library failing on hostile bytes, whatever it raises
-        raise ParseError("corrupt", f"cannot parse file: {type(exc).__name__}: {exc}"[:500]) from exc
+        detail = f"{type(exc).__name__}: {exc}"[:400]
+        raise ParseError("corrupt", f"cannot parse file: {detail}") from exc
 
 
 def _dispatch(f: BinaryIO, suffix: str, limits: ParseLimits) -> ParsedDocument:
@@ -191,7 +192,7 @@ def extract_pptx(f: BinaryIO, limits: ParseLimits) -> ParsedDocument:
                 lines = [p.text for p in shape.text_frame.paragraphs]
                 b.add("paragraph", "\n".join(lines), page=number)
             elif getattr(shape, "has_table", False) and shape.has_table:
-                rows = [[c.text for c in row.cells][: limits.max_columns] for row in shape.table.rows]
+                rows = [[c.text for c in r.cells][: limits.max_columns] for r in shape.table.rows]
                 b.add("table", table_text(rows), page=number)
         if slide.has_notes_slide and slide.notes_slide.notes_text_frame is not None:
             b.add("paragraph", slide.notes_slide.notes_text_frame.text, page=number)

@@ -20,7 +20,7 @@ _ZIP64_LOCATOR = b"PK\x06\x07"
 _ZIP64_EOCD = b"PK\x06\x06"
 _ARCHIVE_MAGIC = (b"PK\x03\x04", b"\x1f\x8b", b"7z\xbc\xaf", b"Rar!", b"BZh", b"\xfd7zXZ")
 _ARCHIVE_SUFFIXES = (".zip", ".gz", ".tgz", ".7z", ".rar", ".bz2", ".xz", ".tar", ".jar")
-# Office documents embed other documents (a chart's workbook) as opaque blobs: allowed, never opened.
+# Office files embed documents (a chart's workbook) as opaque blobs: allowed, never opened.
 _EMBEDDINGS = ("word/embeddings/", "ppt/embeddings/", "xl/embeddings/")
 _XML_SUFFIXES = (".xml", ".rels", ".vml")
 _CHUNK = 64 * 1024

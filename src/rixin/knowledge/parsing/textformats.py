@@ -126,7 +126,7 @@ def _html_block(node: Any, tag: str, b: DocumentBuilder, limits: ParseLimits, de
 
 
 def _html_rows(table: Any, limits: ParseLimits) -> list[list[str]]:
-    rows = []
+    rows: list[list[str]] = []
     for tr in table.css("tr"):
         if len(rows) >= limits.max_table_rows:
             raise ParseError("too_large", f"table has over {limits.max_table_rows} rows")

@@ -1,0 +1,19 @@
+"""Helpers shared by the reliability tests (imported as ``reliability.support``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Failures never cool a replica down in these servers unless a test asks for it, and a replica
+# blocked for a bad upstream key comes back at the next health check.
+LENIENT_ROUTER = (
+    '{"min_requests_in_window": 100000, "cooldown_s": 0.2, "health_check_interval_s": 0.2}'
+)
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process, from ``/proc/<pid>/status``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
