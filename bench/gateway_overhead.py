@@ -83,7 +83,9 @@ def litellm_venv(path: Path) -> Path:
         if full.returncode != 0:
             # Some indexes lack the `litellm-proxy` meta-package the extra names: install the
             # release itself, then the extra's other requirements read from its own metadata.
-            print("litellm[proxy] did not resolve; installing litellm + its proxy extras", flush=True)
+            print(
+                "litellm[proxy] did not resolve; installing litellm + its proxy extras", flush=True
+            )
             subprocess.run([*pip, f"litellm=={LITELLM_VERSION}"], check=True)
             extras = subprocess.run(
                 [str(python), "-c", _PROXY_EXTRAS], check=True, capture_output=True, text=True
@@ -139,7 +141,9 @@ def start_litellm(venv: Path, mock_port: int, workdir: Path) -> tuple[subprocess
         "  disable_spend_logs: true\n"
     )
     env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "LITELLM_", "REDIS"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "LITELLM_", "REDIS"))
     }
     env |= {
         "LITELLM_LOG": "ERROR",
@@ -150,7 +154,15 @@ def start_litellm(venv: Path, mock_port: int, workdir: Path) -> tuple[subprocess
     }
     log = (workdir / "litellm.log").open("wb")
     proc = subprocess.Popen(
-        [str(venv / "bin" / "litellm"), "--config", str(cfg), "--host", "127.0.0.1", "--port", str(port)],
+        [
+            str(venv / "bin" / "litellm"),
+            "--config",
+            str(cfg),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         env=env,
         cwd=workdir,
         stdout=log,
@@ -161,7 +173,10 @@ def start_litellm(venv: Path, mock_port: int, workdir: Path) -> tuple[subprocess
         if proc.poll() is not None:
             raise RuntimeError(f"LiteLLM exited:\n{(workdir / 'litellm.log').read_text()[-4000:]}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=2).status_code == 200:
+            if (
+                httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=2).status_code
+                == 200
+            ):
                 return proc, port
         except httpx.HTTPError:
             pass
@@ -234,7 +249,9 @@ async def measure(target: Target, clients: int, requests: int, warmup: int) -> S
     errors = 0
     todo = 0
 
-    async def worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record: bool) -> None:
+    async def worker(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record: bool
+    ) -> None:
         nonlocal todo, errors
         while todo > 0:
             todo -= 1
@@ -269,9 +286,13 @@ def _med(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def report(results: dict[tuple[str, int], list[Sample]], reps: int, levels: tuple[int, ...]) -> None:
+def report(
+    results: dict[tuple[str, int], list[Sample]], reps: int, levels: tuple[int, ...]
+) -> None:
     print("\nabsolute latency, ms (median over repetitions of each repetition's percentile)")
-    print(f"{'clients':>7} {'target':>8} {'p50':>7} {'p95':>7} {'rps':>7} {'errors':>6} {'load':>5}")
+    print(
+        f"{'clients':>7} {'target':>8} {'p50':>7} {'p95':>7} {'rps':>7} {'errors':>6} {'load':>5}"
+    )
     for level in levels:
         for name in ("direct", "rixin", "litellm"):
             samples = results.get((name, level))
@@ -293,8 +314,13 @@ def report(results: dict[tuple[str, int], list[Sample]], reps: int, levels: tupl
                     added[name] = _med(
                         [getattr(p, q) - getattr(d, q) for p, d in zip(proxy, direct, strict=True)]
                     )
-            load = _med([s.load for name in ("direct", "rixin", "litellm")
-                         for s in results.get((name, level), [])])
+            load = _med(
+                [
+                    s.load
+                    for name in ("direct", "rixin", "litellm")
+                    for s in results.get((name, level), [])
+                ]
+            )
             if "litellm" in added:
                 peer = added["litellm"]
                 print(
@@ -303,8 +329,10 @@ def report(results: dict[tuple[str, int], list[Sample]], reps: int, levels: tupl
                     f"anchor {ANCHOR}), load {load:.2f}"
                 )
             else:
-                print(f"rixin added {q} @{level} clients = {added['rixin']:.2f} ms "
-                      f"(peer LiteLLM not run, anchor {ANCHOR}), load {load:.2f}")
+                print(
+                    f"rixin added {q} @{level} clients = {added['rixin']:.2f} ms "
+                    f"(peer LiteLLM not run, anchor {ANCHOR}), load {load:.2f}"
+                )
     print("\nmax RPS with p95 < 50 ms (best level among those measured)")
     best: dict[str, float] = {}
     for name in ("direct", "rixin", "litellm"):
@@ -322,8 +350,10 @@ def report(results: dict[tuple[str, int], list[Sample]], reps: int, levels: tupl
             f"mock direct {best['direct']:.0f}), load {load:.2f}"
         )
     else:
-        print(f"max RPS at p95 < 50 ms = {best['rixin']:.0f} (mock direct {best['direct']:.0f}), "
-              f"load {load:.2f}")
+        print(
+            f"max RPS at p95 < 50 ms = {best['rixin']:.0f} (mock direct {best['direct']:.0f}), "
+            f"load {load:.2f}"
+        )
     print(f"({reps} repetitions)")
 
 
@@ -377,8 +407,11 @@ def main() -> None:
                 ll, ll_port = start_litellm(venv, mock_port, workdir)
                 procs.append(ll)
                 targets.append(Target("litellm", ll_port, "/v1/chat/completions", MASTER_KEY))
-            print(f"mock :{mock_port}  rixin :{rixin.port}  " + (
-                f"litellm :{targets[2].port}" if venv else ""), flush=True)
+            print(
+                f"mock :{mock_port}  rixin :{rixin.port}  "
+                + (f"litellm :{targets[2].port}" if venv else ""),
+                flush=True,
+            )
             if args.hold:
                 print("holding; Ctrl-C to stop", flush=True)
                 with contextlib.suppress(KeyboardInterrupt):
@@ -386,7 +419,7 @@ def main() -> None:
                         time.sleep(3600)
             results: dict[tuple[str, int], list[Sample]] = {}
             for rep in range(args.reps):
-                order = targets[rep % len(targets):] + targets[: rep % len(targets)]
+                order = targets[rep % len(targets) :] + targets[: rep % len(targets)]
                 for level in levels:
                     for target in order:
                         sample = asyncio.run(

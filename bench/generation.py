@@ -94,7 +94,9 @@ def direct_stream(server: Any) -> tuple[int, float]:
     return tokens[0], times[-1] - times[0]
 
 
-async def sse_stream(client: httpx.AsyncClient, url: str, payload: dict[str, Any]) -> tuple[int, float]:
+async def sse_stream(
+    client: httpx.AsyncClient, url: str, payload: dict[str, Any]
+) -> tuple[int, float]:
     times: list[float] = []
     tokens = 0
     async with client.stream("POST", url, json=payload) as response:
@@ -129,20 +131,27 @@ def main() -> None:
     model_bytes = gguf.stat().st_size
     gbs = bandwidth_gbs()
     ceiling = gbs * 1e9 / model_bytes
-    print(f"bandwidth {gbs:.1f} GB/s, model {model_bytes / 1e9:.2f} GB -> ceiling {ceiling:.1f} tok/s")
+    print(
+        f"bandwidth {gbs:.1f} GB/s, model {model_bytes / 1e9:.2f} GB -> ceiling {ceiling:.1f} tok/s"
+    )
 
     chat_model = {
         "id": "bench-chat",
         "kind": "chat",
         "replicas": [
-            {"backend": "llamacpp", "package": MODEL_PACKAGE, "max_concurrency": args.streams,
-             "options": {"n_parallel": args.streams}}
+            {
+                "backend": "llamacpp",
+                "package": MODEL_PACKAGE,
+                "max_concurrency": args.streams,
+                "options": {"n_parallel": args.streams},
+            }
         ],
     }
     direct = llama_server(gguf, 1, http=False)
     with tempfile.TemporaryDirectory() as tmp:
         rixin = RixinProcess(
-            Path(tmp), models=[chat_model],
+            Path(tmp),
+            models=[chat_model],
             env={"RIXIN_INFERENCE_THREADS": str(THREADS), "RIXIN_N_PARALLEL": str(args.streams)},
         ).start()
         url = f"{rixin.api_url}/chat/completions"
@@ -153,7 +162,9 @@ def main() -> None:
                 one_direct.append(tokens / seconds)
                 tokens, seconds = asyncio.run(_one(url, rixin.headers()))
                 one_rixin.append(tokens / seconds)
-                agg_rixin.append(asyncio.run(aggregate(url, rixin.headers(), "bench-chat", args.streams)))
+                agg_rixin.append(
+                    asyncio.run(aggregate(url, rixin.headers(), "bench-chat", args.streams))
+                )
             del direct
             own = llama_server(gguf, args.streams, http=True)
             own_url = f"{own.listening_address}/v1/chat/completions"
@@ -164,10 +175,14 @@ def main() -> None:
     load = os.getloadavg()[0]
     d, r = statistics.median(one_direct), statistics.median(one_rixin)
     ar, al = statistics.median(agg_rixin), statistics.median(agg_llama)
-    print(f"1 stream : rixin {r:.1f} tok/s, direct {d:.1f} tok/s, ratio {r / d:.3f} "
-          f"(goal >= 0.97), ceiling {ceiling:.1f}, load {load:.2f}")
-    print(f"{args.streams} streams: rixin {ar:.1f} tok/s, llama.cpp server {al:.1f} tok/s, "
-          f"ratio {ar / al:.3f} (goal >= 1.0), ceiling {ceiling:.1f}, load {load:.2f}")
+    print(
+        f"1 stream : rixin {r:.1f} tok/s, direct {d:.1f} tok/s, ratio {r / d:.3f} "
+        f"(goal >= 0.97), ceiling {ceiling:.1f}, load {load:.2f}"
+    )
+    print(
+        f"{args.streams} streams: rixin {ar:.1f} tok/s, llama.cpp server {al:.1f} tok/s, "
+        f"ratio {ar / al:.3f} (goal >= 1.0), ceiling {ceiling:.1f}, load {load:.2f}"
+    )
 
 
 async def _one(url: str, headers: dict[str, str]) -> tuple[int, float]:

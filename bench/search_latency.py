@@ -154,8 +154,8 @@ def run_rixin(sizes: list[int]) -> None:
 
     from rixin.knowledge.index.dense import DenseIndex
     from rixin.knowledge.index.hybrid import HybridSearcher
-    from rixin.knowledge.index.sparse import SparseIndex, match_expression
     from rixin.knowledge.index.segment import query_terms
+    from rixin.knowledge.index.sparse import SparseIndex, match_expression
 
     rng = np.random.default_rng(2)
     words = [f"w{i}" for i in range(20000)]
