@@ -17,8 +17,8 @@ repetition; figures are medians over repetitions, each with the load average.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -194,6 +194,8 @@ class Target:
     port: int
     path: str
     key: str | None
+    pid: int
+    """The serving process, whose CPU time per request is measured (robust to load)."""
     raw: bytes = b""
 
     def __post_init__(self) -> None:
@@ -228,6 +230,12 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Sample:
     p50: float
@@ -235,6 +243,8 @@ class Sample:
     rps: float
     errors: int
     load: float
+    cpu_ms: float
+    """Server CPU milliseconds per request (the mock's for ``direct``)."""
     latencies: list[float] = field(repr=False, default_factory=list)
 
 
@@ -269,14 +279,19 @@ async def measure(target: Target, clients: int, requests: int, warmup: int) -> S
         await asyncio.gather(*(worker(r, w, False) for r, w in conns))
         errors = 0
         todo = requests
+        cpu = cpu_seconds(target.pid)
         start = time.perf_counter()
         await asyncio.gather(*(worker(r, w, True) for r, w in conns))
         wall = time.perf_counter() - start
+        cpu = cpu_seconds(target.pid) - cpu
     finally:
         for _, writer in conns:
             writer.close()
     ms = [x * 1000 for x in latencies] or [float("nan")]
-    return Sample(_pct(ms, 0.5), _pct(ms, 0.95), requests / wall, errors, os.getloadavg()[0], ms)
+    load = os.getloadavg()[0]
+    return Sample(
+        _pct(ms, 0.5), _pct(ms, 0.95), requests / wall, errors, load, cpu * 1e3 / requests, ms
+    )
 
 
 # --------------------------------------------------------------------------- report
@@ -301,6 +316,7 @@ def report(
             print(
                 f"{level:>7} {name:>8} {_med([s.p50 for s in samples]):7.2f} "
                 f"{_med([s.p95 for s in samples]):7.2f} {_med([s.rps for s in samples]):7.0f} "
+                f"{_med([s.cpu_ms for s in samples]):7.2f} "
                 f"{sum(s.errors for s in samples):>6} {_med([s.load for s in samples]):5.2f}"
             )
     print("\nadded latency = proxy - direct in the same repetition; median over repetitions")
@@ -333,6 +349,23 @@ def report(
                     f"rixin added {q} @{level} clients = {added['rixin']:.2f} ms "
                     f"(peer LiteLLM not run, anchor {ANCHOR}), load {load:.2f}"
                 )
+    print("\nserver CPU per request (user+sys of the serving process / requests; robust to load)")
+    for level in levels:
+        cpu = {
+            name: _med([s.cpu_ms for s in results[(name, level)]])
+            for name in ("direct", "rixin", "litellm")
+            if (name, level) in results
+        }
+        load = _med([s.load for name in cpu for s in results[(name, level)]])
+        peer = (
+            f"peer LiteLLM {cpu['litellm']:.2f} ms, ratio {cpu['rixin'] / cpu['litellm']:.2f}, "
+            if "litellm" in cpu
+            else ""
+        )
+        print(
+            f"rixin CPU/request @{level} clients = {cpu['rixin']:.2f} ms ({peer}"
+            f"anchor mock upstream {cpu['direct']:.2f} ms), load {load:.2f}"
+        )
     print("\nmax RPS with p95 < 50 ms (best level among those measured)")
     best: dict[str, float] = {}
     for name in ("direct", "rixin", "litellm"):
@@ -399,14 +432,19 @@ def main() -> None:
                 ],
             }
             rixin = RixinProcess(workdir / "rixin", models=[model]).start()
+            assert rixin.proc is not None
             targets = [
-                Target("direct", mock_port, "/v1/chat/completions", None),
-                Target("rixin", rixin.port, "/v1/chat/completions", rixin.admin_key),
+                Target("direct", mock_port, "/v1/chat/completions", None, mock.pid),
+                Target(
+                    "rixin", rixin.port, "/v1/chat/completions", rixin.admin_key, rixin.proc.pid
+                ),
             ]
             if venv is not None:
                 ll, ll_port = start_litellm(venv, mock_port, workdir)
                 procs.append(ll)
-                targets.append(Target("litellm", ll_port, "/v1/chat/completions", MASTER_KEY))
+                targets.append(
+                    Target("litellm", ll_port, "/v1/chat/completions", MASTER_KEY, ll.pid)
+                )
             print(
                 f"mock :{mock_port}  rixin :{rixin.port}  "
                 + (f"litellm :{targets[2].port}" if venv else ""),
@@ -429,7 +467,8 @@ def main() -> None:
                         print(
                             f"rep {rep + 1} clients {level:>2} {target.name:>7}: p50 "
                             f"{sample.p50:6.2f} ms p95 {sample.p95:6.2f} ms {sample.rps:6.0f} rps "
-                            f"errors {sample.errors} load {sample.load:.2f}",
+                            f"cpu {sample.cpu_ms:.2f} ms/req errors {sample.errors} "
+                            f"load {sample.load:.2f}",
                             flush=True,
                         )
             report(results, args.reps, levels)

@@ -30,7 +30,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from harness import RixinProcess, test_models_dir  # noqa: E402
-
 from rixin.engines import packaged  # noqa: E402
 
 MODEL_PACKAGE = "qwen2.5-coder-0.5b-instruct-q4"

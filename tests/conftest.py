@@ -1,4 +1,4 @@
-"""Session fixtures: real ``rixin serve`` processes, on the packaged models or on a fake upstream."""
+"""Session fixtures: real `rixin serve` processes, on packaged models or on a fake upstream."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import RixinProcess, test_models_dir
 
+from harness import RixinProcess, test_models_dir
 from rixin.engines import packaged
 from rixin.testing.fake_upstream import FakeUpstream
 
@@ -25,7 +25,9 @@ def models_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def real_server(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RixinProcess]:
+def real_server(
+    models_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RixinProcess]:
     """rixin on its embedded defaults: SQLite, the packaged chat, embedding and rerank models."""
     server = RixinProcess(tmp_path_factory.mktemp("rixin-real"), env={"RIXIN_N_PARALLEL": "4"})
     server.start()

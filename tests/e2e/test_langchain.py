@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import CHAT_MODEL, EMBEDDING_MODEL
-from harness import RixinProcess
 from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 from pydantic import BaseModel
+
+from conftest import CHAT_MODEL, EMBEDDING_MODEL
+from harness import RixinProcess
 
 pytestmark = pytest.mark.model
 

@@ -16,6 +16,7 @@ import jsonschema
 import numpy as np
 import openai
 import pytest
+
 from conftest import CHAT_MODEL, EMBEDDING_MODEL, RERANK_MODEL
 from harness import RixinProcess
 from openapi_spec import validate, validate_error
@@ -75,7 +76,10 @@ def test_models_list_and_retrieve(client: openai.OpenAI) -> None:
 
 @pytest.mark.parametrize(
     ("prompt", "expect_cjk"),
-    [("Reply with one short English sentence about the sea.", False), ("用一句中文介绍北京。", True)],
+    [
+        ("Reply with one short English sentence about the sea.", False),
+        ("用一句中文介绍北京。", True),
+    ],
 )
 def test_chat_english_and_chinese(client: openai.OpenAI, prompt: str, expect_cjk: bool) -> None:
     reply = client.chat.completions.create(
@@ -104,7 +108,9 @@ def test_stream_with_usage_chunk(client: openai.OpenAI) -> None:
     assert len({c.id for c in chunks}) == 1
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip()
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert finishes and finishes[-1] in ("stop", "length")
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens > 0
@@ -141,7 +147,9 @@ def test_tool_choice_named_in_chinese(client: openai.OpenAI) -> None:
     validate("CreateChatCompletionResponse", raw(reply))
     calls = reply.choices[0].message.tool_calls or []
     assert [c.function.name for c in calls] == ["get_time"]
-    jsonschema.validate(json.loads(calls[0].function.arguments), TIME_TOOL["function"]["parameters"])
+    jsonschema.validate(
+        json.loads(calls[0].function.arguments), TIME_TOOL["function"]["parameters"]
+    )
 
 
 def test_streamed_tool_calls_reassemble(client: openai.OpenAI) -> None:
@@ -173,17 +181,28 @@ def test_streamed_tool_calls_reassemble(client: openai.OpenAI) -> None:
 def test_tool_result_round_trip(client: openai.OpenAI) -> None:
     messages: list[Any] = [{"role": "user", "content": "What's the weather in Paris?"}]
     first = client.chat.completions.create(
-        model=CHAT_MODEL, messages=messages, tools=[WEATHER_TOOL], tool_choice="required",
+        model=CHAT_MODEL,
+        messages=messages,
+        tools=[WEATHER_TOOL],
+        tool_choice="required",
         max_tokens=64,
     )
     call = (first.choices[0].message.tool_calls or [])[0]
     messages.append(first.choices[0].message.model_dump(exclude_none=True))
     messages.append(
-        {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temp_c": 21, "sky": "sunny"})}
+        {
+            "role": "tool",
+            "tool_call_id": call.id,
+            "content": json.dumps({"temp_c": 21, "sky": "sunny"}),
+        }
     )
     second = client.chat.completions.create(
-        model=CHAT_MODEL, messages=messages, tools=[WEATHER_TOOL], tool_choice="none",
-        max_tokens=48, temperature=0,
+        model=CHAT_MODEL,
+        messages=messages,
+        tools=[WEATHER_TOOL],
+        tool_choice="none",
+        max_tokens=48,
+        temperature=0,
     )
     validate("CreateChatCompletionResponse", raw(second))
     answer = second.choices[0].message.content or ""
@@ -228,8 +247,11 @@ def test_n_and_stop(client: openai.OpenAI) -> None:
 
 def test_logprobs(client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(
-        model=CHAT_MODEL, messages=[{"role": "user", "content": "Say hi."}], max_tokens=4,
-        logprobs=True, top_logprobs=2,
+        model=CHAT_MODEL,
+        messages=[{"role": "user", "content": "Say hi."}],
+        max_tokens=4,
+        logprobs=True,
+        top_logprobs=2,
     )
     validate("CreateChatCompletionResponse", raw(reply))
     content = reply.choices[0].logprobs.content  # type: ignore[union-attr]
@@ -239,7 +261,12 @@ def test_logprobs(client: openai.OpenAI) -> None:
 def test_multipart_text_content(client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(
         model=CHAT_MODEL,
-        messages=[{"role": "user", "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "OK."}]}],
+        messages=[
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Say "}, {"type": "text", "text": "OK."}],
+            }
+        ],
         max_tokens=8,
     )
     validate("CreateChatCompletionResponse", raw(reply))
@@ -247,8 +274,11 @@ def test_multipart_text_content(client: openai.OpenAI) -> None:
 
 def test_completions_fim_echo_and_stream(client: openai.OpenAI) -> None:
     fim = client.completions.create(
-        model=CHAT_MODEL, prompt="def add(a, b):\n    ", suffix="\n\nprint(add(1, 2))\n",
-        max_tokens=16, temperature=0,
+        model=CHAT_MODEL,
+        prompt="def add(a, b):\n    ",
+        suffix="\n\nprint(add(1, 2))\n",
+        max_tokens=16,
+        temperature=0,
     )
     validate("CreateCompletionResponse", raw(fim))
     assert "return" in fim.choices[0].text

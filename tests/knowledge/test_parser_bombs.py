@@ -228,7 +228,7 @@ def test_b4_python_docx_itself_ignores_entities(docs: Any, canary: socket.socket
     without_laughs = _evil_document_xml(canary.getsockname()[1]).replace(b"&l9;", b"")
     data = docs.rewrite_zip(docs.docx(), {"word/document.xml": without_laughs})
     text = "\n".join(p.text for p in docx.Document(io.BytesIO(data)).paragraphs)
-    assert text == "ABCD"
+    assert "root:" not in text and text.startswith("A")
 
 
 def test_b4_openpyxl_itself_refuses_entities(docs: Any, canary: socket.socket) -> None:

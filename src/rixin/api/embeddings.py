@@ -20,5 +20,7 @@ async def create_embedding(
 
 
 @router.post("/rerank")
-async def rerank(body: RerankRequest, services: ServicesDep, principal: PrincipalDep) -> dict[str, Any]:
+async def rerank(
+    body: RerankRequest, services: ServicesDep, principal: PrincipalDep
+) -> dict[str, Any]:
     return await services.rerank.rerank(body)

@@ -34,16 +34,14 @@ class IdempotencyMiddleware:
             return
         request_id = scope.get("state", {}).get("request_id", "")
         if len(key) > MAX_KEY_LENGTH or not key.isprintable():
-            error = InvalidRequest(
+            invalid = InvalidRequest(
                 f"Idempotency-Key must be 1-{MAX_KEY_LENGTH} printable characters.",
                 param="Idempotency-Key",
             )
-            await send_error(send, error, request_id)
+            await send_error(send, invalid, request_id)
             return
         try:
-            principal = await self.services.auth.authenticate(
-                _bearer(scope), source=_client(scope)
-            )
+            principal = await self.services.auth.authenticate(_bearer(scope), source=_client(scope))
         except RixinError:
             await self.app(scope, receive, send)  # the route itself answers 401
             return
@@ -161,4 +159,3 @@ async def _replay(send: Send, status: int, headers: dict[str, str], body: bytes)
     ]
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": body})
-

@@ -92,7 +92,11 @@ class EdgeMiddleware:
             await send_error(send, rejection, request_id)
             return
 
-        if _header(scope, b"content-length") is None and scope["method"] in ("POST", "PUT", "PATCH"):
+        if _header(scope, b"content-length") is None and scope["method"] in (
+            "POST",
+            "PUT",
+            "PATCH",
+        ):
             buffered = await self._buffer_chunked(receive)
             if buffered is None:
                 await send_error(send, self._too_large(), request_id)

@@ -10,9 +10,7 @@ import httpx
 from rich.console import Console
 
 
-def stream_reply(
-    client: httpx.Client, model: str, messages: list[dict[str, Any]]
-) -> Iterator[str]:
+def stream_reply(client: httpx.Client, model: str, messages: list[dict[str, Any]]) -> Iterator[str]:
     """Yield content deltas of one streamed chat completion; raise on an error event."""
     body = {"model": model, "messages": messages, "stream": True}
     with client.stream("POST", "/chat/completions", json=body) as response:
@@ -31,9 +29,7 @@ def stream_reply(
                     yield text
 
 
-def run_repl(
-    base_url: str, api_key: str, model: str, system: str | None, console: Console
-) -> None:
+def run_repl(base_url: str, api_key: str, model: str, system: str | None, console: Console) -> None:
     messages: list[dict[str, Any]] = []
     if system:
         messages.append({"role": "system", "content": system})

@@ -57,7 +57,9 @@ def serve(settings: Settings, console: Console) -> None:
     def on_ready(app: FastAPI) -> None:
         boot = app.state.bootstrap
         if boot.key is not None and boot.path is not None:
-            console.print(f"[bold green]Admin key created[/] and written to {boot.path} (mode 0600).")
+            console.print(
+                f"[bold green]Admin key created[/] and written to {boot.path} (mode 0600)."
+            )
         elif boot.path is not None:
             console.print(f"Admin key: see {boot.path}")
         for served in app.state.services.models.all():

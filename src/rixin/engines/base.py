@@ -85,9 +85,7 @@ class EmbeddingModel(Protocol):
     name: str
     capabilities: Capabilities
 
-    async def embed(
-        self, texts: Sequence[str], *, input_type: str = "passage"
-    ) -> EmbeddingResult:
+    async def embed(self, texts: Sequence[str], *, input_type: str = "passage") -> EmbeddingResult:
         """``input_type`` is ``query`` or ``passage`` (asymmetric models prefix accordingly)."""
         ...
 

@@ -342,8 +342,11 @@ def _token_logprob(token: dict[str, Any]) -> dict[str, Any]:
         "logprob": float(token.get("logprob", 0.0)),
         "bytes": token.get("bytes"),
         "top_logprobs": [
-            {"token": t.get("token", ""), "logprob": float(t.get("logprob", 0.0)),
-             "bytes": t.get("bytes")}
+            {
+                "token": t.get("token", ""),
+                "logprob": float(t.get("logprob", 0.0)),
+                "bytes": t.get("bytes"),
+            }
             for t in token.get("top_logprobs", [])
         ],
     }

@@ -31,9 +31,7 @@ class EmbeddingService:
                 param="dimensions",
             )
         router = served.require_router()
-        routed = await router.call(
-            lambda backend: backend.embed(texts, input_type=req.input_type)
-        )
+        routed = await router.call(lambda backend: backend.embed(texts, input_type=req.input_type))
         vectors = routed.value.vectors
         if dims is not None and dims != vectors.shape[1]:
             vectors = vectors[:, :dims]
