@@ -7,9 +7,9 @@ Library level (no HTTP yet): the same ``rixin.knowledge.index`` classes the API 
 * RGB zh_refine as a retrieval set (corpus = every unique positive and negative passage;
   relevant = the item's positives), side by side with ``bm25s`` + ``jieba.lcut_for_search``.
 
-nDCG@10 is BEIR's (pytrec_eval's) formula with graded qrels: DCG = sum (2^rel - 1)/log2(rank+1)
-... pytrec_eval uses gain = rel (not 2^rel - 1); with binary qrels (both sets here) the two agree.
-Queries without any relevant document are skipped, as in BEIR.
+nDCG@10 is BEIR's (pytrec_eval's ``ndcg_cut_10``) formula with graded qrels: gain = relevance,
+discount log2(rank + 1), ideal DCG from the qrels; queries without a relevant document are
+skipped. (Both sets here have binary qrels, where the 2^rel - 1 variant gives the same value.)
 
 Passage vectors are cached in ``.bench/`` as ``.npy`` keyed by the corpus sha256 and the model.
 
@@ -151,10 +151,8 @@ def per_query_ndcg(
 
 
 def figure(name: str, value: float, peer: float | None, anchor: str, load: float) -> str:
-    if peer:
-        ratio = f"{value / peer:.3f}"
-        return f"{name} = {value:.4f} (peer {peer:.4f}, ratio {ratio}, anchor {anchor}), load {load:.2f}"
-    return f"{name} = {value:.4f} (peer n/a, anchor {anchor}), load {load:.2f}"
+    against = f"peer {peer:.4f}, ratio {value / peer:.3f}" if peer else "peer n/a"
+    return f"{name} = {value:.4f} ({against}, anchor {anchor}), load {load:.2f}"
 
 
 def load_avg() -> float:

@@ -148,85 +148,94 @@ def run_ann(sizes: list[int], threads: int, repeats: int) -> None:
 
 
 def run_rixin(sizes: list[int]) -> None:
+    rng = np.random.default_rng(2)
+    words = [f"w{i}" for i in range(20000)]
+    zipf = np.minimum(rng.zipf(1.3, size=(max(sizes), 60)), len(words)) - 1
+    texts = [" ".join(words[j] for j in row) for row in zipf]
+    for n in sizes:
+        rixin_size(n, texts[:n])
+
+
+def rixin_size(n: int, texts: list[str]) -> None:
     import asyncio
     import sqlite3
     import tempfile
 
+    from rixin.engines.base import EmbeddingResult
     from rixin.knowledge.index.dense import DenseIndex
     from rixin.knowledge.index.hybrid import HybridSearcher
     from rixin.knowledge.index.segment import query_terms
     from rixin.knowledge.index.sparse import SparseIndex, match_expression
 
-    rng = np.random.default_rng(2)
-    words = [f"w{i}" for i in range(20000)]
-    zipf = np.minimum(rng.zipf(1.3, size=(max(sizes), 60)), len(words)) - 1
-    for n in sizes:
-        load = os.getloadavg()[0]
-        base = vectors(n)
-        qs = vectors(QUERIES, seed=1)
-        ids = [f"c{i}" for i in range(n)]
-        with tempfile.TemporaryDirectory() as tmp:
+    load = os.getloadavg()[0]
+    base = vectors(n)
+    qs = vectors(QUERIES, seed=1)
+    ids = [f"c{i}" for i in range(n)]
+    queries = [" ".join(t.split()[:6]) for t in texts[-QUERIES:]]
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        dense = DenseIndex.open(f"{tmp}/dense", DIMS, threads=2)
+        dense.add(ids, base)
+        dense.search(qs[0], 10)  # builds the HNSW graph when n is above the flat limit
+        build = time.perf_counter() - t0
+        mine = time_queries(lambda q: dense.search(q, 10), qs)
+        flat = time_queries(lambda q: np.argpartition(-(base @ q), 10)[:10], qs)
+        print(f"DenseIndex build @{n} = {build:.2f}s ({dense.mode}, {RSS()}), load {load:.2f}")
+        print(f"DenseIndex p50 @{n} = {pct(mine, 50):.3f}ms (peer numpy flat "
+              f"{pct(flat, 50):.3f}ms, ratio {pct(mine, 50) / pct(flat, 50):.3f}, "
+              f"anchor flat 100k ~25 ms / HNSW ~0.1 ms), p95 {pct(mine, 95):.3f}ms, "
+              f"load {load:.2f}")  # fmt: skip
+        allowed = set(ids[: max(1, n // 100)])
+        filt = time_queries(lambda q: dense.search(q, 10, allowed_ids=allowed), qs[:100])
+        print(f"DenseIndex filtered(1%) p50 @{n} = {pct(filt, 50):.3f}ms, load {load:.2f}")
+
+        conn = sqlite3.connect(f"{tmp}/fts.db", check_same_thread=False)
+        sparse = SparseIndex(conn, name="bench")
+        t0 = time.perf_counter()
+        sparse.add_many(zip(ids, texts, strict=True))
+        sbuild = time.perf_counter() - t0
+        sql = "SELECT rowid, bm25(bench_fts) FROM bench_fts WHERE bench_fts MATCH ? "
+        sql += "ORDER BY rank LIMIT 10"
+        mine_s, peer_s = [], []
+        for q in queries:
             t0 = time.perf_counter()
-            dense = DenseIndex.open(f"{tmp}/dense", DIMS)
-            dense.add(ids, base)
-            dense.search(qs[0], 10)  # builds the HNSW graph when n is above the flat limit
-            build = time.perf_counter() - t0
-            mine = time_queries(lambda q: dense.search(q, 10), qs)
-            flat = time_queries(lambda q: np.argpartition(-(base @ q), 10)[:10], qs)
-            print(f"DenseIndex build @{n} = {build:.2f}s ({dense.mode}), load {load:.2f}")
-            print(f"DenseIndex p50 @{n} = {pct(mine, 50):.3f}ms (peer numpy flat "
-                  f"{pct(flat, 50):.3f}ms, ratio {pct(mine, 50) / pct(flat, 50):.3f}, "
-                  f"anchor flat 100k ~25 ms / HNSW ~0.1 ms), p95 {pct(mine, 95):.3f}ms, "
-                  f"load {load:.2f}")  # fmt: skip
-            allowed = set(ids[: max(1, n // 100)])
-            filt = time_queries(lambda q: dense.search(q, 10, allowed_ids=allowed), qs[:100])
-            print(f"DenseIndex filtered(1%) p50 @{n} = {pct(filt, 50):.3f}ms, load {load:.2f}")
+            sparse.search(q, 10)
+            t1 = time.perf_counter()
+            conn.execute(sql, (match_expression(query_terms(q)),)).fetchall()
+            t2 = time.perf_counter()
+            mine_s.append((t1 - t0) * 1000)
+            peer_s.append((t2 - t1) * 1000)
+        print(f"SparseIndex build @{n} = {sbuild:.2f}s, load {load:.2f}")
+        print(f"SparseIndex p50 @{n} = {pct(mine_s, 50):.3f}ms (peer FTS5 direct "
+              f"{pct(peer_s, 50):.3f}ms, ratio {pct(mine_s, 50) / pct(peer_s, 50):.3f}, "
+              f"anchor FTS5 ~3 ms), p95 {pct(mine_s, 95):.3f}ms, load {load:.2f}")  # fmt: skip
 
-            conn = sqlite3.connect(f"{tmp}/fts.db", check_same_thread=False)
-            sparse = SparseIndex(conn, name="bench")
-            texts = [" ".join(words[j] for j in row) for row in zipf[:n]]
-            t0 = time.perf_counter()
-            sparse.add_many(zip(ids, texts, strict=True))
-            sbuild = time.perf_counter() - t0
-            queries = [" ".join(words[j] for j in row[:6]) for row in zipf[n - QUERIES : n]]
-            sq = iter(queries * 2)
-            mine_s = time_queries(lambda _q: sparse.search(next(sq), 10), np.zeros((QUERIES, 1)))
-            raw_q = iter(queries * 2)
-            sql = "SELECT rowid, bm25(bench_fts) FROM bench_fts WHERE bench_fts MATCH ? ORDER BY rank LIMIT 10"
+        class FixedEmbedder:
+            name = "fixed"
 
-            def direct(_q: np.ndarray) -> None:
-                conn.execute(sql, (match_expression(query_terms(next(raw_q))),)).fetchall()
+            async def embed(self, texts: Any, *, input_type: str = "passage") -> Any:
+                return EmbeddingResult(qs[: len(texts)], 0)
 
-            peer_s = time_queries(direct, np.zeros((QUERIES, 1)))
-            print(f"SparseIndex build @{n} = {sbuild:.2f}s, load {load:.2f}")
-            print(f"SparseIndex p50 @{n} = {pct(mine_s, 50):.3f}ms (peer FTS5 direct "
-                  f"{pct(peer_s, 50):.3f}ms, ratio {pct(mine_s, 50) / pct(peer_s, 50):.3f}, "
-                  f"anchor FTS5 ~3 ms), p95 {pct(mine_s, 95):.3f}ms, load {load:.2f}")  # fmt: skip
+        searcher = HybridSearcher(sparse=sparse, dense=dense, embedder=FixedEmbedder())  # type: ignore[arg-type]
 
-            class FixedEmbedder:
-                name = "fixed"
+        async def hybrid_samples() -> list[float]:
+            out = []
+            for q in queries[:100]:
+                t0 = time.perf_counter()
+                await searcher.search(q, k=10)
+                out.append((time.perf_counter() - t0) * 1000)
+            return out
 
-                async def embed(self, texts: Any, *, input_type: str = "passage") -> Any:
-                    from rixin.engines.base import EmbeddingResult
+        hyb = asyncio.run(hybrid_samples())
+        peer = pct(mine, 50) + pct(peer_s, 50)
+        print(f"HybridSearcher p50 @{n} = {pct(hyb, 50):.3f}ms (peer dense+FTS5 direct "
+              f"{peer:.3f}ms, ratio {pct(hyb, 50) / peer:.3f}, goal p50 <= 10 ms at 100k), "
+              f"p95 {pct(hyb, 95):.3f}ms, load {load:.2f}")  # fmt: skip
+        conn.close()
 
-                    return EmbeddingResult(qs[: len(texts)], 0)
 
-            searcher = HybridSearcher(sparse=sparse, dense=dense, embedder=FixedEmbedder())  # type: ignore[arg-type]
-
-            async def hybrid_samples() -> list[float]:
-                out = []
-                for q in queries[:100]:
-                    t0 = time.perf_counter()
-                    await searcher.search(q, k=10)
-                    out.append((time.perf_counter() - t0) * 1000)
-                return out
-
-            hyb = asyncio.run(hybrid_samples())
-            peer = pct(mine, 50) + pct(peer_s, 50)
-            print(f"HybridSearcher p50 @{n} = {pct(hyb, 50):.3f}ms (peer dense+FTS5 direct "
-                  f"{peer:.3f}ms, ratio {pct(hyb, 50) / peer:.3f}, goal p50 <= 10 ms at 100k), "
-                  f"p95 {pct(hyb, 95):.3f}ms, load {load:.2f}")  # fmt: skip
-            conn.close()
+def RSS() -> str:  # noqa: N802
+    return f"RSS {rss_mb():.0f} MB"
 
 
 def main() -> None:

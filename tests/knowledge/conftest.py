@@ -94,8 +94,9 @@ def pdf_bytes(pages: list[list[str]], *, trailer_extra: str = "") -> bytes:
                 ops.append(f"BT /F2 12 Tf 72 {y} Td <{line.encode('utf-16-be').hex()}> Tj ET")
         content = "\n".join(ops).encode()
         objects.append(
-            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {first_page + 2 * i + 1}"
-            f" 0 R /Resources << /Font << /F1 3 0 R /F2 4 0 R >> >> >>".encode()
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            f"/Contents {first_page + 2 * i + 1} 0 R "
+            "/Resources << /Font << /F1 3 0 R /F2 4 0 R >> >> >>".encode()
         )
         objects.append(b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream")
     return assemble_pdf(objects, trailer_extra=trailer_extra)

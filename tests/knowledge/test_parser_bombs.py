@@ -23,8 +23,14 @@ from typing import Any
 
 import pytest
 
-from rixin.knowledge.parsing import ParsedDocument, ParseError, ParseLimits, parse_file
-from rixin.knowledge.parsing import safezip, sandbox
+from rixin.knowledge.parsing import (
+    ParsedDocument,
+    ParseError,
+    ParseLimits,
+    parse_file,
+    safezip,
+    sandbox,
+)
 from rixin.knowledge.parsing.extractors import extract
 
 Write = Callable[[bytes], Path]
@@ -215,7 +221,6 @@ def test_b4_docx_xxe_rejected_in_sandbox(docs: Any, write: Write, canary: socket
 def test_b4_python_docx_itself_ignores_entities(docs: Any, canary: socket.socket) -> None:
     """Even without our DOCTYPE check, python-docx's parser resolves no entity."""
     import docx
-
     from lxml import etree
 
     data = _evil_docx(docs, canary.getsockname()[1])
@@ -368,7 +373,7 @@ def _seeds(docs: Any) -> list[tuple[str, bytes]]:
         ("xlsx", docs.xlsx()),
         ("pdf", docs.pdf([["Hello.", "中文。"], ["two"]])),
         ("html", b"<html><body><h1>x</h1><table><tr><td>1</td></tr></table><ul><li>a</ul>"),
-        ("md", "# t\n\n- a\n\n| x |\n```\ncode\n".encode()),
+        ("md", b"# t\n\n- a\n\n| x |\n```\ncode\n"),
         ("json", b'{"a": [1, {"b": null}], "c": "\\u4e2d"}'),
         ("csv", b"a,b\n1,2\n"),
         ("txt", "纯文本。".encode("gb18030")),

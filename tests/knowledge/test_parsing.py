@@ -23,8 +23,8 @@ from rixin.knowledge.parsing import (
     openai_error_code,
     parse_file,
     parse_file_async,
+    sandbox,
 )
-from rixin.knowledge.parsing import sandbox
 from rixin.knowledge.parsing.sandbox import extension_hint
 
 Write = Callable[[bytes], Path]
@@ -122,7 +122,8 @@ def test_html_drops_scripts_keeps_structure(write: Write) -> None:
 
 
 def test_markdown_structure(write: Write) -> None:
-    md = "# 标题\n\n你好，世界。\n\n## Sub\n\n- a\n- b\n\n| x | y |\n|---|---|\n\n```py\ncode()\n```\n"
+    md = "# 标题\n\n你好，世界。\n\n## Sub\n\n- a\n- b\n\n| x | y |\n|---|---|\n"
+    md += "\n```py\ncode()\n```\n"
     doc = parse(write, md.encode(), "notes.md")
     assert kinds(doc) == [
         ("heading", "标题"),

@@ -7,15 +7,13 @@ here instead of sharing the session's ``fake_server``, so no test can poison ano
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from harness import RixinProcess
-
-StartRixin = Callable[..., RixinProcess]
-
+from reliability.support import StartRixin
 
 @pytest.fixture
 def start_rixin(tmp_path: Path) -> Iterator[StartRixin]:

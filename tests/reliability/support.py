@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+
+from harness import RixinProcess
 
 # Failures never cool a replica down in these servers unless a test asks for it, and a replica
 # blocked for a bad upstream key comes back at the next health check.
 LENIENT_ROUTER = (
     '{"min_requests_in_window": 100000, "cooldown_s": 0.2, "health_check_interval_s": 0.2}'
 )
+
+StartRixin = Callable[..., RixinProcess]
+"""The ``start_rixin`` fixture: ``start(models=…, env=…, name=…)`` → a started process."""
 
 
 def rss_bytes(pid: int) -> int:
