@@ -143,7 +143,7 @@ def start_litellm(venv: Path, mock_port: int, workdir: Path) -> tuple[subprocess
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("DATABASE_URL", "LITELLM_", "REDIS"))
+        if not k.startswith(("DATABASE_URL", "LITELLM_", "REDIS", "PYTHONPATH"))
     }
     env |= {
         "LITELLM_LOG": "ERROR",
@@ -301,20 +301,31 @@ def _med(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def _peer(value: float, peer: float | None, unit: str = " ms") -> str:
+    if peer is None:
+        return "peer LiteLLM not run, "
+    ratio = value / peer if peer else float("nan")
+    return f"peer LiteLLM {peer:.2f}{unit}, ratio {ratio:.2f}, "
+
+
 def report(
-    results: dict[tuple[str, int], list[Sample]], reps: int, levels: tuple[int, ...]
+    results: dict[tuple[str, int], list[Sample]],
+    names: list[str],
+    reps: int,
+    levels: tuple[int, ...],
 ) -> None:
-    print("\nabsolute latency, ms (median over repetitions of each repetition's percentile)")
+    proxies = [n for n in names if n != "direct"]
+    ours = [n for n in proxies if n != "litellm"]
+    print("\nabsolute, ms (median over repetitions of each repetition's percentile)")
     print(
-        f"{'clients':>7} {'target':>8} {'p50':>7} {'p95':>7} {'rps':>7} {'errors':>6} {'load':>5}"
+        f"{'clients':>7} {'target':>14} {'p50':>7} {'p95':>7} {'rps':>7} {'cpu/req':>7} "
+        f"{'errors':>6} {'load':>5}"
     )
     for level in levels:
-        for name in ("direct", "rixin", "litellm"):
-            samples = results.get((name, level))
-            if not samples:
-                continue
+        for name in names:
+            samples = results[(name, level)]
             print(
-                f"{level:>7} {name:>8} {_med([s.p50 for s in samples]):7.2f} "
+                f"{level:>7} {name:>14} {_med([s.p50 for s in samples]):7.2f} "
                 f"{_med([s.p95 for s in samples]):7.2f} {_med([s.rps for s in samples]):7.0f} "
                 f"{_med([s.cpu_ms for s in samples]):7.2f} "
                 f"{sum(s.errors for s in samples):>6} {_med([s.load for s in samples]):5.2f}"
@@ -322,70 +333,50 @@ def report(
     print("\nadded latency = proxy - direct in the same repetition; median over repetitions")
     for level in levels:
         direct = results[("direct", level)]
+        load = _med([s.load for name in names for s in results[(name, level)]])
         for q in ("p50", "p95"):
-            added = {}
-            for name in ("rixin", "litellm"):
-                if (name, level) in results:
-                    proxy = results[(name, level)]
-                    added[name] = _med(
-                        [getattr(p, q) - getattr(d, q) for p, d in zip(proxy, direct, strict=True)]
-                    )
-            load = _med(
-                [
-                    s.load
-                    for name in ("direct", "rixin", "litellm")
-                    for s in results.get((name, level), [])
-                ]
-            )
-            if "litellm" in added:
-                peer = added["litellm"]
-                print(
-                    f"rixin added {q} @{level} clients = {added['rixin']:.2f} ms "
-                    f"(peer LiteLLM {peer:.2f} ms, ratio {added['rixin'] / peer:.2f}, "
-                    f"anchor {ANCHOR}), load {load:.2f}"
+            added = {
+                name: _med(
+                    [
+                        getattr(p, q) - getattr(d, q)
+                        for p, d in zip(results[(name, level)], direct, strict=True)
+                    ]
                 )
-            else:
+                for name in proxies
+            }
+            for name in ours:
                 print(
-                    f"rixin added {q} @{level} clients = {added['rixin']:.2f} ms "
-                    f"(peer LiteLLM not run, anchor {ANCHOR}), load {load:.2f}"
+                    f"{name} added {q} @{level} clients = {added[name]:.2f} ms "
+                    f"({_peer(added[name], added.get('litellm'))}anchor {ANCHOR}), load {load:.2f}"
                 )
     print("\nserver CPU per request (user+sys of the serving process / requests; robust to load)")
     for level in levels:
-        cpu = {
-            name: _med([s.cpu_ms for s in results[(name, level)]])
-            for name in ("direct", "rixin", "litellm")
-            if (name, level) in results
-        }
-        load = _med([s.load for name in cpu for s in results[(name, level)]])
-        peer = (
-            f"peer LiteLLM {cpu['litellm']:.2f} ms, ratio {cpu['rixin'] / cpu['litellm']:.2f}, "
-            if "litellm" in cpu
-            else ""
-        )
-        print(
-            f"rixin CPU/request @{level} clients = {cpu['rixin']:.2f} ms ({peer}"
-            f"anchor mock upstream {cpu['direct']:.2f} ms), load {load:.2f}"
-        )
+        cpu = {name: _med([s.cpu_ms for s in results[(name, level)]]) for name in names}
+        load = _med([s.load for name in names for s in results[(name, level)]])
+        for name in ours:
+            print(
+                f"{name} CPU/request @{level} clients = {cpu[name]:.2f} ms "
+                f"({_peer(cpu[name], cpu.get('litellm'))}anchor mock upstream "
+                f"{cpu['direct']:.2f} ms), load {load:.2f}"
+            )
     print("\nmax RPS with p95 < 50 ms (best level among those measured)")
-    best: dict[str, float] = {}
-    for name in ("direct", "rixin", "litellm"):
-        ok = [
-            _med([s.rps for s in results[(name, level)]])
-            for level in levels
-            if (name, level) in results and _med([s.p95 for s in results[(name, level)]]) < 50
-        ]
-        best[name] = max(ok, default=0.0)
-    load = _med([s.load for samples in results.values() for s in samples])
-    if best.get("litellm"):
-        print(
-            f"max RPS at p95 < 50 ms = {best['rixin']:.0f} (peer LiteLLM {best['litellm']:.0f}, "
-            f"ratio {best['rixin'] / best['litellm']:.2f}, anchor LiteLLM docs 1,170 RPS, "
-            f"mock direct {best['direct']:.0f}), load {load:.2f}"
+    best = {
+        name: max(
+            (
+                _med([s.rps for s in results[(name, level)]])
+                for level in levels
+                if _med([s.p95 for s in results[(name, level)]]) < 50
+            ),
+            default=0.0,
         )
-    else:
+        for name in names
+    }
+    load = _med([s.load for samples in results.values() for s in samples])
+    for name in ours:
         print(
-            f"max RPS at p95 < 50 ms = {best['rixin']:.0f} (mock direct {best['direct']:.0f}), "
-            f"load {load:.2f}"
+            f"{name} max RPS at p95 < 50 ms = {best[name]:.0f} "
+            f"({_peer(best[name], best.get('litellm'), '')}anchor LiteLLM docs 1,170 RPS; "
+            f"mock direct {best['direct']:.0f}), load {load:.2f}"
         )
     print(f"({reps} repetitions)")
 
@@ -405,6 +396,14 @@ def main() -> None:
         default=Path(os.environ.get("LITELLM_VENV", REPO / ".bench" / "litellm-venv")),
     )
     parser.add_argument("--hold", action="store_true", help="keep the servers up (for profiling)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=PYTHONPATH",
+        help="also measure a rixin started with this PYTHONPATH prepended (to try a change "
+        "side by side without touching the checkout), e.g. proto=/tmp/overlay",
+    )
     args = parser.parse_args()
     levels = tuple(int(x) for x in args.levels.split(","))
 
@@ -414,7 +413,7 @@ def main() -> None:
         workdir = Path(tmp)
         mock, mock_port = start_mock()
         procs.append(mock)
-        rixin: RixinProcess | None = None
+        servers: list[RixinProcess] = []
         try:
             model = {
                 "id": "fake-chat",
@@ -431,30 +430,32 @@ def main() -> None:
                     }
                 ],
             }
-            rixin = RixinProcess(workdir / "rixin", models=[model]).start()
-            assert rixin.proc is not None
-            targets = [
-                Target("direct", mock_port, "/v1/chat/completions", None, mock.pid),
-                Target(
-                    "rixin", rixin.port, "/v1/chat/completions", rixin.admin_key, rixin.proc.pid
-                ),
-            ]
+            targets = [Target("direct", mock_port, "/v1/chat/completions", None, mock.pid)]
+            for variant in ["rixin=", *args.variant]:
+                name, _, path = variant.partition("=")
+                env = {"PYTHONPATH": path} if path else {}
+                server = RixinProcess(workdir / name, models=[model], env=env)
+                servers.append(server)
+                server.start()
+                assert server.proc is not None
+                targets.append(
+                    Target(
+                        name, server.port, "/v1/chat/completions", server.admin_key, server.proc.pid
+                    )
+                )
             if venv is not None:
                 ll, ll_port = start_litellm(venv, mock_port, workdir)
                 procs.append(ll)
                 targets.append(
                     Target("litellm", ll_port, "/v1/chat/completions", MASTER_KEY, ll.pid)
                 )
-            print(
-                f"mock :{mock_port}  rixin :{rixin.port}  "
-                + (f"litellm :{targets[2].port}" if venv else ""),
-                flush=True,
-            )
+            print("  ".join(f"{t.name} :{t.port} pid {t.pid}" for t in targets), flush=True)
             if args.hold:
                 print("holding; Ctrl-C to stop", flush=True)
                 with contextlib.suppress(KeyboardInterrupt):
                     while True:
                         time.sleep(3600)
+                return
             results: dict[tuple[str, int], list[Sample]] = {}
             for rep in range(args.reps):
                 order = targets[rep % len(targets) :] + targets[: rep % len(targets)]
@@ -471,10 +472,10 @@ def main() -> None:
                             f"load {sample.load:.2f}",
                             flush=True,
                         )
-            report(results, args.reps, levels)
+            report(results, [t.name for t in targets], args.reps, levels)
         finally:
-            if rixin is not None:
-                rixin.stop()
+            for server in servers:
+                server.stop()
             for proc in procs:
                 proc.terminate()
                 try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -116,6 +116,11 @@ class Settings(BaseSettings):
 
     models: list[ModelConfig] = Field(default_factory=default_models)
     router: RouterConfig = Field(default_factory=RouterConfig)
+
+    @field_validator("admin_key", mode="before")
+    @classmethod
+    def _empty_admin_key_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @classmethod
     def settings_customise_sources(

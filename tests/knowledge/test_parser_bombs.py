@@ -331,6 +331,15 @@ def test_b5_content_operator_bomb_is_killed(docs: Any, write: Write) -> None:
     assert result.code in ("timeout", "resource_limit", "too_large")
 
 
+def test_b5_inline_dct_image_without_end(docs: Any, write: Write) -> None:
+    junk = random.Random(5).randbytes(2 * MiB).replace(b"EI", b"xx")
+    content = b"BT /F1 12 Tf 72 700 Td (x) Tj ET\nBI /W 900 /H 900 /CS /RGB /BPC 8 /F /DCT ID "
+    path = write(_pdf_with_content(docs, zlib.compress(content + junk), "/FlateDecode"))
+    with bounded(docs, 10):
+        result = _outcome(path)
+    assert isinstance(result, (ParsedDocument, ParseError))
+
+
 def test_b5_missing_root_huge_size(docs: Any, write: Write) -> None:
     objects = [b"<< /Type /Pages /Kids [] /Count 0 >>", b"<< /Foo /Bar >>"]
     data = docs.assemble_pdf(objects, root=None, trailer_extra="/Size 2147483647 ")

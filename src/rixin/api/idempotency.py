@@ -10,6 +10,7 @@ of a stream runs again.
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from rixin.api.middleware import ASGIApp, Message, Receive, Scope, Send, send_error
@@ -17,6 +18,8 @@ from rixin.errors import Conflict, IdempotencyKeyMismatch, InvalidRequest, Rixin
 
 if TYPE_CHECKING:
     from rixin.services.container import Services
+
+log = logging.getLogger("rixin.api")
 
 MAX_KEY_LENGTH = 255
 MAX_STORED_BODY = 4 * 1024 * 1024
@@ -73,9 +76,13 @@ class IdempotencyMiddleware:
     async def _run_and_store(
         self, scope: Scope, body: bytes, receive: Receive, send: Send, project: str, key: str
     ) -> None:
+        """Run the request; a storable response is stored *before* it is sent, so that an
+        acknowledged response is always the one a retry replays (even after a crash)."""
         store = self.services.idempotency
         captured: dict[str, Any] = {"status": 500, "headers": [], "body": bytearray()}
+        held: list[Message] = []  # the response start, held back while the body is stored
         storable = True
+        stored = False
         replayed = [False]
 
         async def replay_receive() -> Message:
@@ -84,8 +91,12 @@ class IdempotencyMiddleware:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
+        async def release() -> None:
+            while held:
+                await send(held.pop(0))
+
         async def capture(message: Message) -> None:
-            nonlocal storable
+            nonlocal storable, stored
             if message["type"] == "http.response.start":
                 captured["status"] = message["status"]
                 captured["headers"] = list(message.get("headers", []))
@@ -94,27 +105,43 @@ class IdempotencyMiddleware:
                 storable = not headers.get(b"content-type", b"").startswith(
                     b"text/event-stream"
                 ) and b"no-store" not in headers.get(b"cache-control", b"")
+                if storable:
+                    held.append(message)
+                    return
             elif message["type"] == "http.response.body" and storable:
                 captured["body"].extend(message.get("body", b""))
                 storable = len(captured["body"]) <= MAX_STORED_BODY
+                if not storable:  # too big to keep: send what was held and pass through
+                    await release()
+                    await send({**message, "body": bytes(captured["body"])})
+                    return
+                if message.get("more_body", False):
+                    return
+                try:
+                    await self._complete(project, key, captured)
+                except RixinError:  # the work is done: deliver it; a retry gets 409 for a while
+                    log.warning("could not store an idempotent response", exc_info=True)
+                stored = True
+                await release()
+                await send({**message, "body": bytes(captured["body"])})
+                return
             await send(message)
 
-        completed = False
         try:
             await self.app(scope, replay_receive, capture)
-            completed = storable
         finally:
-            if completed:
-                headers = {
-                    k.decode("latin-1"): v.decode("latin-1")
-                    for k, v in captured["headers"]
-                    if k.lower() not in (b"x-request-id", b"content-length", b"date")
-                }
-                await store.complete(
-                    project, key, captured["status"], headers, bytes(captured["body"])
-                )
-            else:
+            if not stored:
                 await store.abandon(project, key)
+
+    async def _complete(self, project: str, key: str, captured: dict[str, Any]) -> None:
+        headers = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in captured["headers"]
+            if k.lower() not in (b"x-request-id", b"content-length", b"date")
+        }
+        await self.services.idempotency.complete(
+            project, key, captured["status"], headers, bytes(captured["body"])
+        )
 
 
 def _idempotency_key(scope: Scope) -> str | None:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from rixin.settings import Settings
 
@@ -130,7 +130,7 @@ def keys_list(data_dir: DataDir = None) -> None:
         return await auth.list_keys(await auth.default_project_id(), limit=100)
 
     page = asyncio.run(_with_auth(data_dir, action))
-    table = Table("id", "name", "role", "key", "created")
+    table = Table(Column("id", no_wrap=True, min_width=26), "name", "role", "key", "created")
     for key in page.items:
         table.add_row(key.id, key.name, key.role, key.redacted_value, str(key.created_at))
     console.print(table)

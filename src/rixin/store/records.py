@@ -108,3 +108,7 @@ class AuditEventRecord(Base):
     action: Mapped[str] = mapped_column(String(64))
     target: Mapped[str | None] = mapped_column(String(256), default=None)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+# The tables of migration 0002 live in their own module; importing it registers them on Base.
+from rixin.store import records_files as _records_files  # noqa: E402, F401
