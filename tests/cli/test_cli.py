@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import httpx
-from harness import RixinProcess
 from typer.testing import CliRunner
 
+from harness import RixinProcess
 from rixin.cli.main import app
 
 runner = CliRunner()
