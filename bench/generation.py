@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import statistics
 import sys
 import tempfile
@@ -29,13 +30,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from harness import RixinProcess, test_models_dir  # noqa: E402
+from harness import RixinProcess, free_port, test_models_dir  # noqa: E402
 from rixin.engines import packaged  # noqa: E402
 
 MODEL_PACKAGE = "qwen2.5-coder-0.5b-instruct-q4"
 PROMPT = [{"role": "user", "content": "Write a long story about a robot learning to paint."}]
 MAX_TOKENS = 96
 THREADS = 2
+N_CTX = 8192  # rixin's default n_ctx, one unified KV cache shared by the slots
 
 
 def bandwidth_gbs() -> float:
@@ -62,17 +64,25 @@ def body(stream: bool) -> dict[str, Any]:
 
 
 def llama_server(gguf: Path, n_parallel: int, http: bool) -> Any:
+    """llama.cpp's server in process, configured as rixin's llamacpp backend configures it.
+
+    xllamacpp always opens an HTTP listener; the direct (in-process) one is locked with a random
+    key, the one the bench talks HTTP to has none. Each gets its own free port."""
     import xllamacpp as x
 
     params = x.CommonParams()
     params.model.path = str(gguf)
-    params.n_ctx = 2048 * n_parallel
+    params.n_ctx = N_CTX
     params.n_parallel = n_parallel
+    params.kv_unified = True
+    params.ctx_shift = False
     params.cpuparams.n_threads = THREADS
     params.cpuparams_batch.n_threads = THREADS
     params.use_jinja = True
-    if http:
-        params.port = 0
+    params.warmup = False
+    params.verbosity = 0
+    params.port = free_port()
+    params.api_keys = [] if http else [secrets.token_urlsafe(32)]
     return x.Server(params)
 
 
@@ -109,16 +119,19 @@ async def sse_stream(
                     times.append(time.perf_counter())
             if event.get("usage"):
                 tokens = event["usage"]["completion_tokens"]
-    return tokens, times[-1] - times[0]
+    return tokens, times[-1] - times[0], times[0] - start
 
 
-async def aggregate(url: str, headers: dict[str, str], model: str, streams: int) -> float:
+async def aggregate(
+    url: str, headers: dict[str, str], model: str, streams: int
+) -> tuple[float, float]:
+    """Aggregate tokens/s over ``streams`` concurrent streams, and their worst TTFT (s)."""
     payload = {k: v for k, v in body(True).items() if v is not None} | {"model": model}
     async with httpx.AsyncClient(headers=headers, timeout=600) as client:
         start = time.perf_counter()
         results = await asyncio.gather(*(sse_stream(client, url, payload) for _ in range(streams)))
         wall = time.perf_counter() - start
-    return sum(tokens for tokens, _ in results) / wall
+    return sum(r[0] for r in results) / wall, max(r[2] for r in results)
 
 
 def main() -> None:

@@ -453,17 +453,14 @@ async def rerank_subset(
     await reranker.aclose()  # type: ignore[attr-defined]
 
 
-def ablate_segmentation(*, stem: bool, zh_stopwords: bool) -> None:
-    """Swap the sparse index's tokenizer for an ablated one (measurement only)."""
+def unstemmed() -> None:
+    """Swap the sparse index's tokenizer for one that does not stem (measurement only)."""
     import functools
 
     from rixin.knowledge.index import segment, sparse
 
-    if not zh_stopwords:
-        segment.CHINESE_STOPWORDS = frozenset()  # type: ignore[misc]
-    if not stem:
-        sparse.tokenize = functools.partial(segment.tokenize, stem=False)  # type: ignore[assignment]
-        sparse.query_terms = functools.partial(segment.query_terms, stem=False)  # type: ignore[assignment]
+    sparse.tokenize = functools.partial(segment.tokenize, stem=False)  # type: ignore[assignment]
+    sparse.query_terms = functools.partial(segment.query_terms, stem=False)  # type: ignore[assignment]
 
 
 def main() -> None:
@@ -477,11 +474,9 @@ def main() -> None:
     parser.add_argument("--rerank-top", type=int, default=20)
     parser.add_argument("--embed-only", action="store_true")
     parser.add_argument("--no-stem", action="store_true", help="BM25 without English stemming")
-    parser.add_argument(
-        "--keep-zh-stopwords", action="store_true", help="BM25 keeping 的/了/是 … tokens"
-    )
     args = parser.parse_args()
-    ablate_segmentation(stem=not args.no_stem, zh_stopwords=not args.keep_zh_stopwords)
+    if args.no_stem:
+        unstemmed()
     if args.embed_only:
         asyncio.run(embed_corpus(LOADERS[args.dataset](), args.variant, args.threads))
         return

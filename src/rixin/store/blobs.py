@@ -274,7 +274,11 @@ class BlobStore:
 
 
 async def _locked(session: AsyncSession, sha256: str) -> BlobRecord | None:
-    query = select(BlobRecord).where(BlobRecord.sha256 == sha256)
+    query = (
+        select(BlobRecord)
+        .where(BlobRecord.sha256 == sha256)
+        .execution_options(populate_existing=True)
+    )
     if _dialect(session) == "postgresql":
         query = query.with_for_update()
     record: BlobRecord | None = await session.scalar(query)

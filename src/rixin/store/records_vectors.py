@@ -80,13 +80,17 @@ class VectorStoreFileRecord(Base):
     __table_args__ = (
         Index("ix_vector_store_files_store_created", "vector_store_id", "created_at", "file_id"),
         Index("ix_vector_store_files_batch_id", "batch_id"),
+        Index("ix_vector_store_files_file_id", "file_id"),
         Index("ix_vector_store_files_status", "status"),
     )
 
     vector_store_id: Mapped[str] = mapped_column(
         ForeignKey("vector_stores.id", ondelete="CASCADE"), primary_key=True
     )
-    file_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    file_id: Mapped[str] = mapped_column(
+        ForeignKey("files.id", ondelete="CASCADE"), primary_key=True
+    )
+    """Deleting the file (Files API) detaches it from every store, chunks included."""
     project_id: Mapped[str] = mapped_column(String(64))
     batch_id: Mapped[str | None] = mapped_column(String(64), default=None)
     filename: Mapped[str] = mapped_column(Text, default="")

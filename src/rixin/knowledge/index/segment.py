@@ -4,10 +4,12 @@ Text is NFKC-normalised (full-width letters and digits become ASCII) and split i
 ideographs and everything else:
 
 * a CJK run is segmented by jieba's search mode (``rjieba.cut_for_search``: the words and, for a
-  long word, its dictionary sub-words too, so ``中华人民共和国`` also matches ``人民``), and a
-  few function characters (的, 了, 是 …) are dropped;
+  long word, its dictionary sub-words too, so ``中华人民共和国`` also matches ``人民``);
+  punctuation is dropped, function words are kept (dropping 的/了/是 … cost 0.004 nDCG@10 on
+  RGB zh_refine: 0.6871 against 0.6913);
 * any other run is split into words of two or more letters or digits (``\\w\\w+``, as Lucene and
-  ``bm25s``), lowercased, stripped of Lucene's 33 English stop-words and Snowball-stemmed.
+  ``bm25s``), lowercased, stripped of Lucene's 33 English stop-words and Snowball-stemmed
+  (stemming is worth +0.019 nDCG@10 on SciFact: 0.6840 against 0.6649 unstemmed).
 
 The same function tokenises documents and queries, so whatever it does it does to both. It is
 deterministic and pure: the result depends on the text and the flags only.
@@ -33,11 +35,6 @@ ENGLISH_STOPWORDS = frozenset(
     "there these they this to was will with".split()
 )
 """Lucene's English stop-words (also ``bm25s``'s ``"en"`` list)."""
-
-CHINESE_STOPWORDS = frozenset(
-    "的 了 和 是 在 也 都 就 而 及 与 着 或 之 于 把 被 个 吗 呢 吧 啊 呀".split()
-)
-"""Single-character function words; whole words are kept (they carry meaning in search)."""
 
 _local = threading.local()
 
@@ -67,11 +64,7 @@ def tokenize(text: str, *, stem: bool = True) -> list[str]:
 
 
 def _chinese(run: str) -> list[str]:
-    return [
-        word
-        for word in rjieba.cut_for_search(run)
-        if _CJK_TOKEN.search(word) and word not in CHINESE_STOPWORDS
-    ]
+    return [word for word in rjieba.cut_for_search(run) if _CJK_TOKEN.search(word)]
 
 
 def _other(run: str, stem: bool) -> list[str]:
