@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: run test lint fmt bench bench-serving bench-gateway bench-embeddings lock clean-venv
+.PHONY: run test lint fmt bench bench-serving bench-gateway bench-generation bench-embeddings \
+	bench-retrieval bench-search lock clean-venv
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,7 +30,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: bench-serving
+bench: bench-serving bench-retrieval bench-search
 
 bench-serving: bench-gateway bench-generation bench-embeddings
 
@@ -42,10 +43,17 @@ bench-generation: $(STAMP)
 bench-embeddings: $(STAMP)
 	$(BIN)/python bench/embeddings.py
 
+bench-retrieval: $(STAMP)
+	$(BIN)/python bench/retrieval_quality.py --dataset scifact
+	$(BIN)/python bench/retrieval_quality.py --dataset rgb
+
+bench-search: $(STAMP)
+	$(BIN)/python bench/search_latency.py
+
 # Regenerate the hash-pinned lock from pyproject.toml (developers only; needs network).
 lock:
 	$(BIN)/pip install --quiet "uv==0.13.8"
-	$(BIN)/uv pip compile pyproject.toml --extra models --extra dev --generate-hashes \
+	$(BIN)/uv pip compile pyproject.toml --extra models --extra dev --extra bench --generate-hashes \
 		--python-version 3.11 --no-header -o requirements.lock
 
 clean-venv:

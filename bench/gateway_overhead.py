@@ -259,15 +259,20 @@ async def measure(target: Target, clients: int, requests: int, warmup: int) -> S
     errors = 0
     todo = 0
 
-    async def worker(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record: bool
-    ) -> None:
+    async def worker(index: int, record: bool) -> None:
         nonlocal todo, errors
         while todo > 0:
             todo -= 1
+            reader, writer = conns[index]
             start = time.perf_counter()
-            writer.write(target.raw)
-            status = await _read_response(reader)
+            try:
+                writer.write(target.raw)
+                status = await _read_response(reader)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                errors += 1  # the server dropped the connection: count it, reconnect
+                writer.close()
+                conns[index] = await asyncio.open_connection("127.0.0.1", target.port)
+                continue
             elapsed = time.perf_counter() - start
             if status != 200:
                 errors += 1
@@ -276,12 +281,12 @@ async def measure(target: Target, clients: int, requests: int, warmup: int) -> S
 
     try:
         todo = warmup
-        await asyncio.gather(*(worker(r, w, False) for r, w in conns))
+        await asyncio.gather(*(worker(i, False) for i in range(clients)))
         errors = 0
         todo = requests
         cpu = cpu_seconds(target.pid)
         start = time.perf_counter()
-        await asyncio.gather(*(worker(r, w, True) for r, w in conns))
+        await asyncio.gather(*(worker(i, True) for i in range(clients)))
         wall = time.perf_counter() - start
         cpu = cpu_seconds(target.pid) - cpu
     finally:

@@ -105,9 +105,11 @@ def direct_stream(server: Any) -> tuple[int, float]:
 
 async def sse_stream(
     client: httpx.AsyncClient, url: str, payload: dict[str, Any]
-) -> tuple[int, float]:
+) -> tuple[int, float, float]:
+    """Tokens, seconds from first to last token, and time to first token."""
     times: list[float] = []
     tokens = 0
+    start = time.perf_counter()
     async with client.stream("POST", url, json=payload) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
@@ -159,7 +161,15 @@ def main() -> None:
             }
         ],
     }
+    # All three stay loaded (~0.5 GB each) so every round alternates the sides; llama.cpp's
+    # threads wait passively, so an idle server takes no CPU from the one being measured.
     direct = llama_server(gguf, 1, http=False)
+    own = llama_server(gguf, args.streams, http=True)
+    own_url = f"{own.listening_address}/v1/chat/completions"
+    one_direct: list[float] = []
+    one_rixin: list[float] = []
+    agg: dict[str, list[tuple[float, float]]] = {"rixin": [], "llama": []}
+    loads: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         rixin = RixinProcess(
             Path(tmp),
@@ -167,37 +177,58 @@ def main() -> None:
             env={"RIXIN_INFERENCE_THREADS": str(THREADS), "RIXIN_N_PARALLEL": str(args.streams)},
         ).start()
         url = f"{rixin.api_url}/chat/completions"
-        one_direct, one_rixin, agg_rixin, agg_llama = [], [], [], []
         try:
-            for _ in range(args.rounds):
-                tokens, seconds = direct_stream(direct)
-                one_direct.append(tokens / seconds)
-                tokens, seconds = asyncio.run(_one(url, rixin.headers()))
-                one_rixin.append(tokens / seconds)
-                agg_rixin.append(
-                    asyncio.run(aggregate(url, rixin.headers(), "bench-chat", args.streams))
+            asyncio.run(_one(url, rixin.headers()))  # warm-up: page the weights in, both sides
+            direct_stream(direct)
+            asyncio.run(aggregate(own_url, {}, "x", 1))
+            for rnd in range(args.rounds):
+                flip = rnd % 2 == 1
+                for side in ("rixin", "direct")[:: -1 if flip else 1]:
+                    if side == "direct":
+                        tokens, seconds = direct_stream(direct)
+                        one_direct.append((tokens - 1) / seconds)  # n tokens span n - 1 gaps
+                    else:
+                        tokens, seconds, _ = asyncio.run(_one(url, rixin.headers()))
+                        one_rixin.append((tokens - 1) / seconds)
+                for side in ("llama", "rixin")[:: -1 if flip else 1]:
+                    if side == "rixin":
+                        result = aggregate(url, rixin.headers(), "bench-chat", args.streams)
+                    else:
+                        result = aggregate(own_url, {}, "x", args.streams)
+                    agg[side].append(asyncio.run(result))
+                loads.append(os.getloadavg()[0])
+                print(
+                    f"round {rnd + 1}: 1 stream rixin {one_rixin[-1]:.1f} direct "
+                    f"{one_direct[-1]:.1f} tok/s; {args.streams} streams rixin "
+                    f"{agg['rixin'][-1][0]:.1f} llama.cpp server {agg['llama'][-1][0]:.1f} tok/s; "
+                    f"load {loads[-1]:.2f}",
+                    flush=True,
                 )
-            del direct
-            own = llama_server(gguf, args.streams, http=True)
-            own_url = f"{own.listening_address}/v1/chat/completions"
-            for _ in range(args.rounds):
-                agg_llama.append(asyncio.run(aggregate(own_url, {}, "x", args.streams)))
         finally:
             rixin.stop()
-    load = os.getloadavg()[0]
+    load = statistics.median(loads)
     d, r = statistics.median(one_direct), statistics.median(one_rixin)
-    ar, al = statistics.median(agg_rixin), statistics.median(agg_llama)
+    ar = statistics.median(a for a, _ in agg["rixin"])
+    al = statistics.median(a for a, _ in agg["llama"])
+    tr = statistics.median(t for _, t in agg["rixin"]) * 1000
+    tl = statistics.median(t for _, t in agg["llama"]) * 1000
+    print(f"\nmax_tokens {MAX_TOKENS}, threads {THREADS}, {args.rounds} rounds, medians")
     print(
-        f"1 stream : rixin {r:.1f} tok/s, direct {d:.1f} tok/s, ratio {r / d:.3f} "
-        f"(goal >= 0.97), ceiling {ceiling:.1f}, load {load:.2f}"
+        f"1-stream tokens/s = {r:.1f} (peer xllamacpp direct {d:.1f}, ratio {r / d:.3f}, "
+        f"anchor bandwidth ceiling {ceiling:.1f}; goal >= 0.97), load {load:.2f}"
     )
     print(
-        f"{args.streams} streams: rixin {ar:.1f} tok/s, llama.cpp server {al:.1f} tok/s, "
-        f"ratio {ar / al:.3f} (goal >= 1.0), ceiling {ceiling:.1f}, load {load:.2f}"
+        f"{args.streams}-stream aggregate tokens/s = {ar:.1f} (peer llama.cpp server "
+        f"{args.streams} slots {al:.1f}, ratio {ar / al:.3f}, anchor bandwidth ceiling "
+        f"{ceiling:.1f} per stream-step; goal >= 1.0), load {load:.2f}"
+    )
+    print(
+        f"{args.streams}-stream worst TTFT = {tr:.0f} ms (peer llama.cpp server {tl:.0f} ms, "
+        f"ratio {tr / tl:.2f}), load {load:.2f}"
     )
 
 
-async def _one(url: str, headers: dict[str, str]) -> tuple[int, float]:
+async def _one(url: str, headers: dict[str, str]) -> tuple[int, float, float]:
     payload = {k: v for k, v in body(True).items() if v is not None} | {"model": "bench-chat"}
     async with httpx.AsyncClient(headers=headers, timeout=600) as client:
         return await sse_stream(client, url, payload)

@@ -25,8 +25,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
+# One BLAS thread on both sides: a multi-threaded matrix-vector product on a busy 2-core box
+# stalls for tens of milliseconds waiting on a descheduled helper thread.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import numpy.typing as npt  # noqa: E402
 
 DIMS = 384
 M, EF_CONSTRUCTION, EF_SEARCH = 16, 128, 64

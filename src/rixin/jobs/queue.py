@@ -235,7 +235,9 @@ class JobQueue:
                     await session.flush()
                     continue
                 if record.state == "running":
-                    log.warning("job %s: lease of %s expired; retrying", record.id, record.lease_owner)
+                    log.warning(
+                        "job %s: lease of %s expired; retrying", record.id, record.lease_owner
+                    )
                     record.last_error = LOST_WORKER_ERROR
                 record.state = "running"
                 record.attempts += 1

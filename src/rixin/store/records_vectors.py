@@ -59,15 +59,11 @@ class VectorStoreFileBatchRecord(Base):
     """A batch of files attached together (OpenAI ``vector_store.files_batch``)."""
 
     __tablename__ = "vector_store_file_batches"
-    __table_args__ = (
-        Index("ix_vector_store_file_batches_store", "vector_store_id", "created_at"),
-    )
+    __table_args__ = (Index("ix_vector_store_file_batches_store", "vector_store_id", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     project_id: Mapped[str] = mapped_column(String(64))
-    vector_store_id: Mapped[str] = mapped_column(
-        ForeignKey("vector_stores.id", ondelete="CASCADE")
-    )
+    vector_store_id: Mapped[str] = mapped_column(ForeignKey("vector_stores.id", ondelete="CASCADE"))
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
     cancelled_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
     """Set by ``cancel``; the batch's status is otherwise derived from its files."""

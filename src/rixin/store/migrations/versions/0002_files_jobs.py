@@ -106,9 +106,7 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.BigInteger(), nullable=False),
         sa.Column("finished_at", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_jobs"),
-        sa.UniqueConstraint(
-            "project_id", "kind", "idempotency_key", name="uq_jobs_idempotency"
-        ),
+        sa.UniqueConstraint("project_id", "kind", "idempotency_key", name="uq_jobs_idempotency"),
     )
     op.create_index("ix_jobs_state_run_after", "jobs", ["state", "run_after"])
     op.create_index("ix_jobs_project_created", "jobs", ["project_id", "created_at"])
