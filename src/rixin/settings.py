@@ -58,6 +58,26 @@ class RouterConfig(BaseModel):
     health_check_interval_s: float = 10.0
 
 
+class AgentSettings(BaseModel):
+    """The agent run engine (``/v1/responses``, later Assistants runs) and its tools."""
+
+    run_lease_s: float = 30.0
+    """A run's executor renews this lease; a run whose lease lapsed is resumed or failed."""
+    workers: int = 2
+    """Background runs executed at once by this process."""
+    job_attempts: int = 3
+    max_tool_iterations: int = 16
+    """Hard cap on tool calls in one run, whatever ``max_tool_calls`` asks (-> incomplete)."""
+    max_output_chars: int = 1_000_000
+    """A model step producing more text than this fails the run (hostile backend, B10)."""
+    max_history_items: int = 500
+    mcp_allowed_hosts: list[str] = Field(default_factory=list)
+    """Hosts or IPs an ``mcp`` tool may reach although they are loopback/private/link-local."""
+    mcp_timeout_s: float = 30.0
+    tool_modules: list[str] = Field(default_factory=list)
+    """Extra modules to import at start-up; each may register tools (``register_tools``)."""
+
+
 def default_models() -> list[ModelConfig]:
     """The embedded defaults: the packaged fast chat model, the e5 embedder, an LLM reranker."""
     return [
@@ -116,6 +136,7 @@ class Settings(BaseSettings):
 
     models: list[ModelConfig] = Field(default_factory=default_models)
     router: RouterConfig = Field(default_factory=RouterConfig)
+    agents: AgentSettings = Field(default_factory=AgentSettings)
 
     @field_validator("admin_key", mode="before")
     @classmethod

@@ -178,10 +178,11 @@ async def test_worker_pool_runs_retries_and_fails(queue: JobQueue) -> None:
             await asyncio.sleep(0.02)
     finally:
         await pool.stop()
-    states = {job.kind: [] for job in jobs}  # type: dict[str, list[Any]]
+    states: dict[str, list[Any]] = {job.kind: [] for job in jobs}
     for job in jobs:
         states[job.kind].append(await queue.get(P, job.id))
-    assert all(j.state == "succeeded" and j.result == {"echo": j.payload["n"]} for j in states["ok"])
+    for done in states["ok"]:
+        assert done.state == "succeeded" and done.result == {"echo": done.payload["n"]}
     assert [j.state for j in states["flaky"]] == ["succeeded"] and calls[jobs[5].id] == 2
     assert states["hopeless"][0].state == "failed"
     assert states["hopeless"][0].last_error == "PermanentJobError: cannot parse"

@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from harness import RixinProcess
 from reliability.support import StartRixin
+
 
 @pytest.fixture
 def start_rixin(tmp_path: Path) -> Iterator[StartRixin]:

@@ -11,7 +11,7 @@ from harness import RixinProcess
 # Failures never cool a replica down in these servers unless a test asks for it, and a replica
 # blocked for a bad upstream key comes back at the next health check.
 LENIENT_ROUTER = (
-    '{"min_requests_in_window": 100000, "cooldown_s": 0.2, "health_check_interval_s": 0.2}'
+    '{"min_requests_in_window": 100000, "cooldown_s": 0.2, "health_check_interval_s": 1.0}'
 )
 
 StartRixin = Callable[..., RixinProcess]

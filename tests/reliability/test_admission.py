@@ -7,10 +7,10 @@ import re
 import time
 
 import httpx
+
 from conftest import fake_models
 from openapi_spec import validate_error
 from reliability.support import StartRixin
-
 from rixin.testing.fake_upstream import FakeUpstream
 
 MAX_CONCURRENCY = 2

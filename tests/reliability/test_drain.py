@@ -16,9 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
+
 from conftest import fake_models
 from reliability.support import StartRixin
-
 from rixin.testing.fake_upstream import FakeUpstream
 
 STREAMS = 20

@@ -18,8 +18,8 @@ import httpx
 import httpx2
 import openai
 import pytest
-from harness import RixinProcess
 
+from harness import RixinProcess
 from rixin.testing.fake_upstream import FakeUpstream
 
 PROJECTS = "/v1/organization/projects"
@@ -225,7 +225,9 @@ def test_d5_concurrent_duplicate_gets_409(fake_server: RixinProcess, fake: FakeU
     key = f"d5-{secrets.token_hex(8)}"
     chat = {"model": "fake-chat", "messages": MESSAGES}
     result: dict[str, httpx.Response] = {}
-    first = threading.Thread(target=lambda: result.update(first=_post(fake_server, CHAT, chat, key)))
+    first = threading.Thread(
+        target=lambda: result.update(first=_post(fake_server, CHAT, chat, key))
+    )
     first.start()
     deadline = time.monotonic() + 5
     while fake.stats.in_flight < 1:

@@ -33,7 +33,9 @@ def error_response(exc: RixinError) -> JSONResponse:
 
 
 def _param(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]  # only the first element names the location; a field may be "query"
     # pydantic unions add the member type to the location; keep only field names and indices
     cleaned = [p for p in parts if not (p[:1].isupper() or "[" in p or p.startswith("function-"))]
     if not cleaned:
@@ -54,6 +56,8 @@ def validation_error(exc: RequestValidationError) -> InvalidRequest:
             "We could not parse the JSON body of your request. The body must be valid JSON.",
             code="invalid_json",
         )
+    if param is None:  # the body as a whole is wrong (an array, a string …), not one field
+        return InvalidRequest(f"Invalid request body: {message}.")
     if first.get("type") == "missing":
         return InvalidRequest(f"Missing required parameter: '{param}'.", param=param)
     return InvalidRequest(f"Invalid value for '{param}': {message}.", param=param)

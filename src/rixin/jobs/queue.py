@@ -353,7 +353,7 @@ class JobQueue:
     async def cancel(self, project_id: str, job_id: str) -> Job:
         """Cancel a queued or running job (a running handler stops at its next heartbeat)."""
         async with self.db.session() as session:
-            record = await _job(session, project_id, job_id)
+            record = await _job(session, project_id, job_id, lock=True)
             if record.state not in TERMINAL_STATES:
                 self._finish(record, "cancelled")
                 await session.flush()
@@ -385,8 +385,15 @@ class JobQueue:
         return {str(state): int(count) for state, count in rows}
 
 
-async def _job(session: AsyncSession, project_id: str, job_id: str) -> JobRecord:
-    record = await session.get(JobRecord, job_id) if len(job_id) <= 64 else None
+async def _job(
+    session: AsyncSession, project_id: str, job_id: str, *, lock: bool = False
+) -> JobRecord:
+    record = None
+    if len(job_id) <= 64:
+        query = select(JobRecord).where(JobRecord.id == job_id)
+        if lock and session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()
+        record = await session.scalar(query.execution_options(populate_existing=True))
     if record is None or record.project_id != project_id:
         raise NotFound(f"No job found with id '{job_id[:64]}'.", param="job_id")
     return record

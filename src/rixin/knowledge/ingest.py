@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rixin.jobs.worker import JobContext
 from rixin.knowledge.chunking import Chunk, static_chunks, structured_chunks
-from rixin.knowledge.parsing import ParseError, ParsedDocument, last_error, parse_file_async
+from rixin.knowledge.parsing import ParsedDocument, ParseError, last_error, parse_file_async
 from rixin.knowledge.store_index import StoreIndexes, encode_vector
 from rixin.store.db import Database
 from rixin.store.ids import new_id

@@ -8,14 +8,15 @@ Shapes follow ``openapi.yaml`` (``OpenAIFile``, ``ListFilesResponse``, ``DeleteF
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import Field
 
 from rixin.schemas.common import OpenAIBaseModel
 
 FilePurpose = Literal["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]
-FILE_PURPOSES: tuple[str, ...] = FilePurpose.__args__
+FILE_PURPOSES: tuple[str, ...] = get_args(FilePurpose)
+UploadStatus = Literal["pending", "completed", "cancelled", "expired"]
 
 MIN_EXPIRES_AFTER_S = 3600
 MAX_EXPIRES_AFTER_S = 2592000
@@ -71,7 +72,7 @@ class Upload(OpenAIBaseModel):
     filename: str
     bytes: int
     purpose: str
-    status: Literal["pending", "completed", "cancelled", "expired"]
+    status: UploadStatus
     expires_at: int
     object: Literal["upload"] = "upload"
     file: OpenAIFile | None = None

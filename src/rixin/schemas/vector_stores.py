@@ -55,7 +55,10 @@ class VectorStoreObject(OpenAIBaseModel):
     usage_bytes: int
     file_counts: FileCounts
     status: Literal["expired", "in_progress", "completed"]
-    expires_after: VectorStoreExpirationAfter | None = None
+    expires_after: VectorStoreExpirationAfter | None = Field(
+        default=None, exclude_if=lambda v: v is None
+    )
+    """Not nullable in the spec: left out when the store never expires."""
     expires_at: int | None = None
     last_active_at: int | None
     metadata: Metadata | None = None
@@ -166,7 +169,9 @@ class VectorStoreFileContentResponse(OpenAIBaseModel):
 
 class CreateVectorStoreFileBatchRequest(OpenAIBaseModel):
     file_ids: Annotated[list[str], Field(min_length=1, max_length=2000)] | None = None
-    files: Annotated[list[CreateVectorStoreFileRequest], Field(min_length=1, max_length=2000)] | None = None
+    files: (
+        Annotated[list[CreateVectorStoreFileRequest], Field(min_length=1, max_length=2000)] | None
+    ) = None
     chunking_strategy: dict[str, Any] | None = None
     attributes: dict[str, Any] | None = None
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from rixin.engines.base import Capabilities
@@ -46,6 +47,15 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_urlsafe(24)}"
 
 
+@dataclass(frozen=True)
+class ChunkStream:
+    """Client-ready chunk dicts of one streamed completion, and how to stop it."""
+
+    chunks: AsyncIterator[dict[str, Any]]
+    aclose: Callable[[], Awaitable[None]]
+    replica: str
+
+
 class ChatService:
     def __init__(self, models: ModelManager, metrics: Metrics, settings: Settings) -> None:
         self.models = models
@@ -53,19 +63,36 @@ class ChatService:
         self.settings = settings
 
     async def create(self, req: ChatCompletionRequest) -> Reply:
+        if not req.stream:
+            return await self.complete(req)
+        opened = await self.open_chunks(req)
+        return Reply(sse_stream(opened.chunks, on_close=opened.aclose), opened.replica)
+
+    async def complete(self, req: ChatCompletionRequest) -> Reply:
+        """A finished ``chat.completion`` (``req.stream`` is ignored); for internal callers too."""
+        served = self.models.get(req.model, "chat")
+        caps = served.capabilities
+        self._validate(req, caps)
+        plan = _ToolPlan.of(req, caps)
+        body = self._backend_body(req.model_copy(update={"stream": False}), plan)
+        routed = await served.require_router().call(lambda backend: backend.chat(body))
+        return Reply(self._finish(routed.value, req, plan), routed.replica)
+
+    async def open_chunks(self, req: ChatCompletionRequest) -> ChunkStream:
+        """The finished ``chat.completion.chunk`` dicts of a streamed request, not yet framed.
+
+        The agent engine consumes these directly; ``aclose`` cancels generation upstream.
+        """
+        req = req.model_copy(update={"stream": True})
         served = self.models.get(req.model, "chat")
         caps = served.capabilities
         self._validate(req, caps)
         plan = _ToolPlan.of(req, caps)
         body = self._backend_body(req, plan)
-        router = served.require_router()
-        if not req.stream:
-            routed = await router.call(lambda backend: backend.chat(body))
-            return Reply(self._finish(routed.value, req, plan), routed.replica)
-        stream = await router.open_stream(lambda backend: backend.stream_chat(body))
+        stream = await served.require_router().open_stream(lambda b: b.stream_chat(body))
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         chunks = self._stream_chunks(stream, req, plan, include_usage)
-        return Reply(sse_stream(chunks, on_close=stream.aclose), stream.replica)
+        return ChunkStream(chunks, stream.aclose, stream.replica)
 
     # -- validation ---------------------------------------------------------------------------
 

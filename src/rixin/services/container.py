@@ -8,12 +8,16 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rixin.api.middleware import EdgeState
     from rixin.auth.service import AuthService
+    from rixin.jobs import JobQueue, WorkerPool
     from rixin.observability import Metrics
     from rixin.services.chat import ChatService
     from rixin.services.completions import CompletionService
     from rixin.services.embeddings import EmbeddingService, RerankService
+    from rixin.services.files import FileService
     from rixin.services.models import ModelManager
+    from rixin.services.vector_stores import VectorStoreService
     from rixin.settings import Settings
+    from rixin.store.blobs import BlobStore
     from rixin.store.db import Database
     from rixin.store.idempotency import IdempotencyStore
 
@@ -31,3 +35,8 @@ class Services:
     completions: CompletionService
     embeddings: EmbeddingService
     rerank: RerankService
+    blobs: BlobStore
+    files: FileService
+    jobs: JobQueue
+    workers: WorkerPool
+    vector_stores: VectorStoreService

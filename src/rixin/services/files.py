@@ -13,15 +13,17 @@ than that go through ``/v1/uploads`` in parts of at most ``max_body_bytes`` each
 from __future__ import annotations
 
 import asyncio
+import builtins
 import hmac
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import and_, delete, func, or_, select
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rixin.errors import InvalidRequest, NotFound
@@ -157,7 +159,8 @@ class FileService:
         expires_after_s: int | None,
     ) -> FileRecord:
         blob = await self.blobs.attach(session, staged)
-        created = now_s()
+        created_ms = int(time.time() * 1000)
+        created = created_ms // 1000
         if expires_after_s is None and purpose == "batch":
             expires_after_s = BATCH_FILE_TTL_S
         record = FileRecord(
@@ -169,6 +172,7 @@ class FileService:
             sha256=blob.sha256,
             status="processed",
             created_at=created,
+            created_at_ms=created_ms,
             expires_at=created + expires_after_s if expires_after_s is not None else None,
         )
         session.add(record)
@@ -192,7 +196,7 @@ class FileService:
             if after is not None:
                 cursor = await _file(session, project_id, after, param="after")
                 query = query.where(_after(cursor, order))
-            columns = (FileRecord.created_at, FileRecord.id)
+            columns = (FileRecord.created_at_ms, FileRecord.id)
             ordering = columns if order == "asc" else tuple(c.desc() for c in columns)
             rows = (await session.scalars(query.order_by(*ordering).limit(limit + 1))).all()
         return FilePage(items=list(rows[:limit]), has_more=len(rows) > limit)
@@ -210,7 +214,9 @@ class FileService:
         await self.blobs.collect([record.sha256])
         return record
 
-    async def content(self, project_id: str, file_id: str) -> tuple[FileRecord, AsyncIterator[bytes]]:
+    async def content(
+        self, project_id: str, file_id: str
+    ) -> tuple[FileRecord, AsyncIterator[bytes]]:
         """The file and an iterator over its bytes."""
         record = await self.retrieve(project_id, file_id)
         if not await asyncio.to_thread(self.blobs.exists, record.sha256):
@@ -278,7 +284,9 @@ class FileService:
             raise InvalidRequest("The upload already has all its bytes.", param="data")
         return self.blobs.writer(max_bytes=min(MAX_PART_BYTES, remaining))
 
-    async def add_part(self, project_id: str, upload_id: str, staged: StagedBlob) -> UploadPartRecord:
+    async def add_part(
+        self, project_id: str, upload_id: str, staged: StagedBlob
+    ) -> UploadPartRecord:
         try:
             if staged.bytes == 0:
                 raise InvalidRequest("A part must not be empty.", param="data")
@@ -349,7 +357,7 @@ class FileService:
         await self.blobs.collect(released)
         return upload
 
-    async def _drop_parts(self, session: AsyncSession, upload_id: str) -> list[str]:
+    async def _drop_parts(self, session: AsyncSession, upload_id: str) -> builtins.list[str]:
         parts = (
             await session.scalars(
                 select(UploadPartRecord).where(UploadPartRecord.upload_id == upload_id)
@@ -357,24 +365,26 @@ class FileService:
         ).all()
         for part in parts:
             await self.blobs.detach(session, part.sha256)
-        await session.execute(delete(UploadPartRecord).where(UploadPartRecord.upload_id == upload_id))
+        await session.execute(
+            delete(UploadPartRecord).where(UploadPartRecord.upload_id == upload_id)
+        )
         return [part.sha256 for part in parts]
 
 
-def _live() -> object:
+def _live() -> ColumnElement[bool]:
     now = now_s()
     return or_(FileRecord.expires_at.is_(None), FileRecord.expires_at > now)
 
 
-def _after(cursor: FileRecord, order: Order) -> object:
+def _after(cursor: FileRecord, order: Order) -> ColumnElement[bool]:
     if order == "asc":
         return or_(
-            FileRecord.created_at > cursor.created_at,
-            and_(FileRecord.created_at == cursor.created_at, FileRecord.id > cursor.id),
+            FileRecord.created_at_ms > cursor.created_at_ms,
+            and_(FileRecord.created_at_ms == cursor.created_at_ms, FileRecord.id > cursor.id),
         )
     return or_(
-        FileRecord.created_at < cursor.created_at,
-        and_(FileRecord.created_at == cursor.created_at, FileRecord.id < cursor.id),
+        FileRecord.created_at_ms < cursor.created_at_ms,
+        and_(FileRecord.created_at_ms == cursor.created_at_ms, FileRecord.id < cursor.id),
     )
 
 

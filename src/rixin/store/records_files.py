@@ -47,7 +47,7 @@ class FileRecord(Base):
 
     __tablename__ = "files"
     __table_args__ = (
-        Index("ix_files_project_created", "project_id", "created_at", "id"),
+        Index("ix_files_project_created", "project_id", "created_at_ms", "id"),
         Index("ix_files_expires_at", "expires_at"),
     )
 
@@ -60,6 +60,8 @@ class FileRecord(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16), default="processed")
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+    created_at_ms: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Creation in milliseconds: orders lists (files made in one second keep their order)."""
     expires_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
 
 

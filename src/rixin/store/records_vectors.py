@@ -14,6 +14,7 @@ ingestion can never duplicate them.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy import (
@@ -33,17 +34,23 @@ from sqlalchemy.orm import Mapped, mapped_column
 from rixin.store.records import Base, now_s
 
 
+def now_ns() -> int:
+    """Creation order within a second (ids are random, ``created_at`` is whole seconds)."""
+    return time.time_ns()
+
+
 class VectorStoreRecord(Base):
     """A vector store of one project (OpenAI ``vector_store``)."""
 
     __tablename__ = "vector_stores"
-    __table_args__ = (Index("ix_vector_stores_project_created", "project_id", "created_at", "id"),)
+    __table_args__ = (Index("ix_vector_stores_project_created", "project_id", "created_ns", "id"),)
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     project_id: Mapped[str] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(String(256), default="")
     description: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+    created_ns: Mapped[int] = mapped_column(BigInteger, default=now_ns)
     last_active_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
     expires_after_days: Mapped[int | None] = mapped_column(Integer, default=None)
     """``expires_after.days`` (the anchor is always ``last_active_at``); NULL: never expires."""
@@ -74,7 +81,7 @@ class VectorStoreFileRecord(Base):
 
     __tablename__ = "vector_store_files"
     __table_args__ = (
-        Index("ix_vector_store_files_store_created", "vector_store_id", "created_at", "file_id"),
+        Index("ix_vector_store_files_store_created", "vector_store_id", "created_ns", "file_id"),
         Index("ix_vector_store_files_batch_id", "batch_id"),
         Index("ix_vector_store_files_file_id", "file_id"),
         Index("ix_vector_store_files_status", "status"),
@@ -98,6 +105,7 @@ class VectorStoreFileRecord(Base):
     chunking_strategy: Mapped[dict[str, Any]] = mapped_column(JSON)
     usage_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
+    created_ns: Mapped[int] = mapped_column(BigInteger, default=now_ns)
     generation: Mapped[int] = mapped_column(Integer, default=1)
     """Bumped by every (re-)attach; an ingestion job only writes for its own generation."""
 

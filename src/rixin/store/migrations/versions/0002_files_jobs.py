@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("sha256", sa.String(64), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("created_at_ms", sa.BigInteger(), nullable=False),
         sa.Column("expires_at", sa.BigInteger(), nullable=True),
         sa.ForeignKeyConstraint(
             ["project_id"],
@@ -46,7 +47,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name="pk_files"),
     )
-    op.create_index("ix_files_project_created", "files", ["project_id", "created_at", "id"])
+    op.create_index("ix_files_project_created", "files", ["project_id", "created_at_ms", "id"])
     op.create_index("ix_files_expires_at", "files", ["expires_at"])
     op.create_table(
         "uploads",

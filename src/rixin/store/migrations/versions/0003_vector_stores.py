@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(256), nullable=False),
         sa.Column("description", sa.Text(), nullable=True),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("created_ns", sa.BigInteger(), nullable=False),
         sa.Column("last_active_at", sa.BigInteger(), nullable=False),
         sa.Column("expires_after_days", sa.Integer(), nullable=True),
         sa.Column("metadata", sa.JSON(), nullable=True),
@@ -40,7 +41,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_vector_stores"),
     )
     op.create_index(
-        "ix_vector_stores_project_created", "vector_stores", ["project_id", "created_at", "id"]
+        "ix_vector_stores_project_created", "vector_stores", ["project_id", "created_ns", "id"]
     )
     op.create_table(
         "vector_store_file_batches",
@@ -75,6 +76,7 @@ def upgrade() -> None:
         sa.Column("chunking_strategy", sa.JSON(), nullable=False),
         sa.Column("usage_bytes", sa.BigInteger(), nullable=False),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
+        sa.Column("created_ns", sa.BigInteger(), nullable=False),
         sa.Column("generation", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
             ["vector_store_id"],
@@ -93,7 +95,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_vector_store_files_store_created",
         "vector_store_files",
-        ["vector_store_id", "created_at", "file_id"],
+        ["vector_store_id", "created_ns", "file_id"],
     )
     op.create_index("ix_vector_store_files_batch_id", "vector_store_files", ["batch_id"])
     op.create_index("ix_vector_store_files_file_id", "vector_store_files", ["file_id"])

@@ -1,0 +1,251 @@
+"""Items: the unit a run reads and writes, in OpenAI's Responses wire shape.
+
+``normalize_input`` turns a request's ``input`` (a string or a list of items) into stored items
+with our own ids; ``to_chat_messages`` turns a history of items back into the chat messages a
+model step sends. A stored item is its wire ``data`` plus, for server-side tool items, the
+model-facing ``call`` (``{call_id, name, arguments, output}``) the model must see again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rixin.errors import InvalidRequest, UnsupportedParameter
+from rixin.store.ids import new_id
+
+JSONDict = dict[str, Any]
+
+ITEM_PREFIX = {
+    "message": "msg",
+    "function_call": "fc",
+    "function_call_output": "fco",
+    "file_search_call": "fs",
+    "code_interpreter_call": "ci",
+    "mcp_call": "mcp",
+    "mcp_list_tools": "mcpl",
+    "mcp_approval_request": "mcpr",
+    "mcp_approval_response": "mcpa",
+}
+_TEXT_PARTS = {"input_text", "output_text", "text"}
+_MESSAGE_ROLES = {"user", "assistant", "system", "developer"}
+MAX_INPUT_ITEMS = 2000
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    data: JSONDict
+    call: JSONDict | None = None
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def type(self) -> str:
+        return str(self.data["type"])
+
+
+def item_id(item_type: str) -> str:
+    return new_id(ITEM_PREFIX.get(item_type, "item"))
+
+
+# -- input ---------------------------------------------------------------------------------
+
+
+def normalize_input(value: Any, param: str = "input") -> list[StoredItem]:
+    """The request's ``input`` as stored items (ids assigned here, never taken from clients)."""
+    if isinstance(value, str):
+        return [StoredItem(user_message(value))]
+    if not isinstance(value, list):
+        raise InvalidRequest("input must be a string or a list of items.", param=param)
+    if len(value) > MAX_INPUT_ITEMS:
+        raise InvalidRequest(f"input may hold at most {MAX_INPUT_ITEMS} items.", param=param)
+    return [_normalize_item(raw, f"{param}[{i}]") for i, raw in enumerate(value)]
+
+
+def user_message(text: str) -> JSONDict:
+    return {
+        "id": item_id("message"),
+        "type": "message",
+        "role": "user",
+        "status": "completed",
+        "content": [{"type": "input_text", "text": text}],
+    }
+
+
+def _normalize_item(raw: Any, param: str) -> StoredItem:
+    if not isinstance(raw, dict):
+        raise InvalidRequest("Each input item must be an object.", param=param)
+    kind = raw.get("type") or ("message" if "role" in raw else None)
+    if kind == "message":
+        return StoredItem(_message(raw, param))
+    if kind == "function_call_output":
+        return StoredItem(_function_call_output(raw, param))
+    if kind == "function_call":
+        return StoredItem(_function_call(raw, param))
+    if kind == "mcp_approval_response":
+        return StoredItem(_approval_response(raw, param))
+    raise UnsupportedParameter(f"Input items of type {kind!r} are not supported.", param=param)
+
+
+def _message(raw: JSONDict, param: str) -> JSONDict:
+    role = raw.get("role")
+    if role not in _MESSAGE_ROLES:
+        raise InvalidRequest(
+            "role must be one of user, assistant, system, developer.", param=f"{param}.role"
+        )
+    content = raw.get("content")
+    part_type = "output_text" if role == "assistant" else "input_text"
+    if isinstance(content, str):
+        parts = [_text_part(part_type, content)]
+    elif isinstance(content, list):
+        parts = []
+        for j, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") not in _TEXT_PARTS:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise UnsupportedParameter(
+                    f"Content parts of type {kind!r} are not supported.",
+                    param=f"{param}.content[{j}]",
+                )
+            if not isinstance(part.get("text"), str):
+                raise InvalidRequest("A text part needs 'text'.", param=f"{param}.content[{j}]")
+            parts.append(_text_part(part_type, part["text"]))
+    else:
+        raise InvalidRequest("content must be a string or a list.", param=f"{param}.content")
+    return {
+        "id": item_id("message"),
+        "type": "message",
+        "role": role,
+        "status": "completed",
+        "content": parts,
+    }
+
+
+def _text_part(part_type: str, text: str) -> JSONDict:
+    if part_type == "output_text":
+        return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    return {"type": "input_text", "text": text}
+
+
+def _required_str(raw: JSONDict, key: str, param: str) -> str:
+    value = raw.get(key)
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"Missing required parameter: '{key}'.", param=f"{param}.{key}")
+    return value
+
+
+def _function_call_output(raw: JSONDict, param: str) -> JSONDict:
+    output = raw.get("output")
+    if isinstance(output, list):
+        output = "".join(
+            str(p.get("text", "")) for p in output if isinstance(p, dict) and "text" in p
+        )
+    if not isinstance(output, str):
+        raise InvalidRequest("output must be a string.", param=f"{param}.output")
+    return {
+        "id": item_id("function_call_output"),
+        "type": "function_call_output",
+        "call_id": _required_str(raw, "call_id", param),
+        "output": output,
+        "status": "completed",
+    }
+
+
+def _function_call(raw: JSONDict, param: str) -> JSONDict:
+    return {
+        "id": item_id("function_call"),
+        "type": "function_call",
+        "call_id": _required_str(raw, "call_id", param),
+        "name": _required_str(raw, "name", param),
+        "arguments": str(raw.get("arguments") or "{}"),
+        "status": "completed",
+    }
+
+
+def _approval_response(raw: JSONDict, param: str) -> JSONDict:
+    approve = raw.get("approve")
+    if not isinstance(approve, bool):
+        raise InvalidRequest("approve must be true or false.", param=f"{param}.approve")
+    return {
+        "id": item_id("mcp_approval_response"),
+        "type": "mcp_approval_response",
+        "approval_request_id": _required_str(raw, "approval_request_id", param),
+        "approve": approve,
+        "reason": raw.get("reason"),
+    }
+
+
+# -- output --------------------------------------------------------------------------------
+
+
+def assistant_message(text: str, status: str = "completed", *, id_: str | None = None) -> JSONDict:
+    return {
+        "id": id_ or item_id("message"),
+        "type": "message",
+        "role": "assistant",
+        "status": status,
+        "content": [_text_part("output_text", text)],
+    }
+
+
+def function_call(call_id: str, name: str, arguments: str, *, id_: str | None = None) -> JSONDict:
+    return {
+        "id": id_ or item_id("function_call"),
+        "type": "function_call",
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": "completed",
+    }
+
+
+def message_text(data: JSONDict) -> str:
+    content = data.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(
+        str(p.get("text", ""))
+        for p in content or []
+        if isinstance(p, dict) and p.get("type") in _TEXT_PARTS
+    )
+
+
+# -- to the model --------------------------------------------------------------------------
+
+
+def to_chat_messages(items: list[StoredItem]) -> list[JSONDict]:
+    """Chat messages for a history of items (tool calls grouped as the chat format wants)."""
+    messages: list[JSONDict] = []
+    for item in items:
+        data = item.data
+        kind = item.type
+        if kind == "message":
+            role = "system" if data.get("role") == "developer" else data.get("role")
+            messages.append({"role": role, "content": message_text(data)})
+        elif kind == "function_call":
+            _add_call(messages, str(data["call_id"]), str(data["name"]), str(data["arguments"]))
+        elif kind == "function_call_output":
+            messages.append(
+                {"role": "tool", "tool_call_id": data["call_id"], "content": str(data["output"])}
+            )
+        elif item.call is not None:
+            call = item.call
+            _add_call(messages, str(call["call_id"]), str(call["name"]), str(call["arguments"]))
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": call["call_id"],
+                    "content": str(call.get("output") or ""),
+                }
+            )
+    return messages
+
+
+def _add_call(messages: list[JSONDict], call_id: str, name: str, arguments: str) -> None:
+    entry = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+    last = messages[-1] if messages else None
+    if last is not None and last.get("role") == "assistant" and last.get("tool_calls"):
+        last["tool_calls"].append(entry)
+        return
+    messages.append({"role": "assistant", "content": None, "tool_calls": [entry]})
