@@ -11,7 +11,18 @@ from typing import Any
 from fastapi import FastAPI
 
 from rixin import __version__
-from rixin.api import admin, chat, embeddings, errors, files, health, models, vector_stores
+from rixin.api import (
+    admin,
+    chat,
+    conversations,
+    embeddings,
+    errors,
+    files,
+    health,
+    models,
+    responses,
+    vector_stores,
+)
 from rixin.api.idempotency import IdempotencyMiddleware
 from rixin.api.middleware import LOOPBACK_HOSTS, EdgeMiddleware, EdgeState
 from rixin.auth.service import AuthService
@@ -25,6 +36,7 @@ from rixin.services.container import Services
 from rixin.services.embeddings import EmbeddingService, RerankService
 from rixin.services.files import FileService
 from rixin.services.models import ModelManager
+from rixin.services.responses import build_agent_services
 from rixin.services.vector_stores import INGEST_JOB, VectorStoreService
 from rixin.settings import Settings
 from rixin.store.blobs import BlobStore
@@ -46,6 +58,10 @@ def build_services(settings: Settings, engine_ctx: EngineContext | None = None) 
     indexes = StoreIndexes(settings.data_dir / "index", db)
     vector_stores = VectorStoreService(db, manager, jobs, blobs, indexes)
     workers.register(INGEST_JOB, vector_stores.ingest)
+    chat_service = ChatService(manager, metrics, settings)
+    responses, conversations = build_agent_services(
+        settings, db, chat_service, manager, jobs, vector_stores=vector_stores
+    )
     return Services(
         settings=settings,
         db=db,
@@ -54,7 +70,7 @@ def build_services(settings: Settings, engine_ctx: EngineContext | None = None) 
         models=manager,
         metrics=metrics,
         edge=EdgeState(),
-        chat=ChatService(manager, metrics, settings),
+        chat=chat_service,
         completions=CompletionService(manager, metrics, settings),
         embeddings=EmbeddingService(manager, metrics),
         rerank=RerankService(manager),
@@ -63,6 +79,8 @@ def build_services(settings: Settings, engine_ctx: EngineContext | None = None) 
         jobs=jobs,
         workers=workers,
         vector_stores=vector_stores,
+        responses=responses,
+        conversations=conversations,
     )
 
 
@@ -105,12 +123,14 @@ def create_app(
         await services.models.start()
         services.blobs.sweep_tmp()
         await services.workers.start()
+        await services.responses.start()
         await services.vector_stores.start()
         if on_ready is not None:
             on_ready(app)
         try:
             yield
         finally:
+            await services.responses.aclose()
             await services.workers.stop()
             await services.vector_stores.aclose()
             await services.models.aclose()
@@ -128,7 +148,8 @@ def create_app(
     )
     app.state.services = services
     errors.install(app)
-    for module in (health, models, chat, embeddings, admin, files, vector_stores):
+    routers = (health, models, chat, embeddings, admin, files, vector_stores)
+    for module in (*routers, responses, conversations):
         app.include_router(module.router)
     app.add_middleware(IdempotencyMiddleware, services=services)
     app.add_middleware(

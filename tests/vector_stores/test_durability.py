@@ -44,18 +44,19 @@ def _manifest_ids(data_dir: Path, store: str) -> set[str]:
 def test_reingest_is_idempotent(vs_server: RixinProcess, tenant_a: Tenant) -> None:
     client = tenant_a.client
     ids = [tenant_a.upload(*generated(i)) for i in range(3)]
-    store = client.vector_stores.create(name="reingest", file_ids=ids)
+    small = {"type": "static", "static": {"max_chunk_size_tokens": 100, "chunk_overlap_tokens": 0}}
+    store = client.vector_stores.create(name="reingest", file_ids=ids, chunking_strategy=small)
     wait_idle(client, store.id)
     before = _chunk_counts(vs_server.data_dir, store.id)
     assert set(before) == set(ids) and all(n >= 2 for n in before.values())
 
-    for _ in range(2):  # attach again (one by one, then as a batch): chunks are replaced
-        client.vector_stores.files.create_and_poll(
-            vector_store_id=store.id, file_id=ids[0], poll_interval_ms=100
-        )
-        client.vector_stores.file_batches.create_and_poll(
-            vector_store_id=store.id, file_ids=ids, poll_interval_ms=100
-        )
+    # attach again, alone and in a batch: the chunks are replaced, never duplicated
+    client.vector_stores.files.create_and_poll(
+        vector_store_id=store.id, file_id=ids[0], chunking_strategy=small, poll_interval_ms=100
+    )
+    client.vector_stores.file_batches.create_and_poll(
+        vector_store_id=store.id, file_ids=ids, chunking_strategy=small, poll_interval_ms=100
+    )
     assert _chunk_counts(vs_server.data_dir, store.id) == before
     assert client.vector_stores.retrieve(store.id).file_counts.total == 3
     page = client.vector_stores.search(store.id, query="[1-3]", max_num_results=50)
@@ -79,6 +80,8 @@ def test_index_is_rebuilt_when_missing(tmp_path: Path) -> None:
         wait_idle(tenant.client, store.id)
         query = "railway line connect cities [2-5]"
         expected = tenant.client.vector_stores.search(store.id, query=query).to_dict()
+        bm25 = {"ranker": "bm25"}
+        sparse = tenant.client.vector_stores.search(store.id, query=query, ranking_options=bm25)
         server.stop()
         shutil.rmtree(server.data_dir / "index")
         server.start(timeout_s=120)
@@ -90,10 +93,8 @@ def test_index_is_rebuilt_when_missing(tmp_path: Path) -> None:
         server.stop()
         (server.data_dir / "index" / store.id / "sparse.db").unlink()
         server.start(timeout_s=120)
-        damaged = tenant.client.vector_stores.search(
-            store.id, query=query, ranking_options={"ranker": "bm25"}
-        )
-        assert damaged.data and damaged.data[0].file_id == expected["data"][0]["file_id"]
+        damaged = tenant.client.vector_stores.search(store.id, query=query, ranking_options=bm25)
+        assert damaged.data and damaged.to_dict()["data"] == sparse.to_dict()["data"]
     finally:
         server.stop()
 

@@ -148,4 +148,6 @@ def _tool_call(entry: JSONDict) -> ToolCall:
         raise StepError("The model produced tool-call arguments that are not a JSON object.")
     if not entry["name"]:
         raise StepError("The model produced a tool call without a name.")
-    return ToolCall(call_id=str(entry["id"] or new_call_id()), name=entry["name"], arguments=arguments)
+    return ToolCall(
+        call_id=str(entry["id"] or new_call_id()), name=entry["name"], arguments=arguments
+    )

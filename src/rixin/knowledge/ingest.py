@@ -33,10 +33,18 @@ import numpy as np
 from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from rixin.errors import ContextLengthExceeded
 from rixin.jobs.worker import JobContext
-from rixin.knowledge.chunking import Chunk, static_chunks, structured_chunks
+from rixin.knowledge.chunking import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_OVERLAP_TOKENS,
+    Chunk,
+    static_chunks,
+    structured_chunks,
+)
 from rixin.knowledge.parsing import ParsedDocument, ParseError, last_error, parse_file_async
 from rixin.knowledge.store_index import StoreIndexes, encode_vector
+from rixin.knowledge.tokens import token_spans
 from rixin.store.db import Database
 from rixin.store.ids import new_id
 from rixin.store.records_files import FileRecord
@@ -47,7 +55,9 @@ log = logging.getLogger("rixin.knowledge.ingest")
 JOB_KIND = "vector_store.file.ingest"
 MAX_ATTEMPTS = 5
 EMBED_BATCH = 32
+AUTO_WINDOW_SHARE = 0.8
 
+Vector = np.ndarray[Any, np.dtype[np.float32]]
 Embed = Callable[[str, Sequence[str]], Awaitable[np.ndarray[Any, np.dtype[np.float32]]]]
 """``embed(model_id, passages)`` → L2-normalised float32 vectors, one row per passage."""
 BlobPath = Callable[[str], Path]
@@ -128,15 +138,32 @@ class Ingestor:
             message = "invalid_file: no text could be extracted from the file"
             await self._fail(target, {"code": "invalid_file", "message": message})
             return {"chunks": 0}
-        vectors: list[np.ndarray[Any, np.dtype[np.float32]]] = []
+        vectors: list[Vector] = []
         for start in range(0, len(chunks), self.embed_batch):
             await ctx.progress({"stage": "embedding", "done": start, "total": len(chunks)})
             batch = [c.text for c in chunks[start : start + self.embed_batch]]
-            vectors.extend(np.asarray(await self.embed(model, batch), dtype=np.float32))
+            vectors.extend(await self._embed(model, batch))
         await ctx.progress({"stage": "writing", "total": len(chunks)})
         await self._write(target, chunks, vectors, model)
         await self._refresh_index(target.vector_store_id)
         return {"chunks": len(chunks)}
+
+    async def _embed(self, model: str, texts: Sequence[str]) -> list[Vector]:
+        """One vector per text. A text longer than the model's input window is embedded in
+        halves (recursively) and gets the length-weighted mean of their vectors, so no part
+        of a chunk is silently cut off."""
+        try:
+            return list(np.asarray(await self.embed(model, texts), dtype=np.float32))
+        except ContextLengthExceeded:
+            if len(texts) > 1:
+                return [vector for text in texts for vector in await self._embed(model, [text])]
+            halves = split_in_half(texts[0])
+            if len(halves) < 2:
+                raise
+        parts = [(await self._embed(model, [half]))[0] for half in halves]
+        mean = sum(len(h) * v for h, v in zip(halves, parts, strict=True)) / len(texts[0])
+        norm = float(np.linalg.norm(mean))
+        return [np.asarray(mean / norm if norm > 0 else mean, dtype=np.float32)]
 
     async def _load(self, target: _Target) -> tuple[FileRecord, str, dict[str, Any]]:
         async with self.db.session(readonly=True) as session:
@@ -153,7 +180,7 @@ class Ingestor:
         self,
         target: _Target,
         chunks: Sequence[Chunk],
-        vectors: Sequence[np.ndarray[Any, np.dtype[np.float32]]],
+        vectors: Sequence[Vector],
         model: str,
     ) -> None:
         records = [
@@ -204,13 +231,33 @@ class Ingestor:
 
 
 def chunk_document(document: ParsedDocument, strategy: dict[str, Any]) -> list[Chunk]:
-    """The chunks of a document under a stored ``chunking_strategy``."""
+    """The chunks of a document under a stored ``chunking_strategy``: ``static`` windows, or
+    structure-aware chunks for ``auto`` (sized by the ``static`` block stored with it)."""
+    sizes = strategy.get("static") or {}
+    size = int(sizes.get("max_chunk_size_tokens", DEFAULT_MAX_TOKENS))
+    overlap = int(sizes.get("chunk_overlap_tokens", DEFAULT_OVERLAP_TOKENS))
     if strategy.get("type") == "static":
-        static = strategy["static"]
-        return static_chunks(
-            document, static["max_chunk_size_tokens"], static["chunk_overlap_tokens"]
-        )
-    return structured_chunks(document)
+        return static_chunks(document, size, overlap)
+    return structured_chunks(document, size, overlap)
+
+
+def auto_sizes(context_window: int | None) -> tuple[int, int]:
+    """``auto`` chunk size and overlap for an embedder: OpenAI's 800/400, shrunk to fit a
+    smaller input window (with a margin: our token counts approximate the model's)."""
+    size = DEFAULT_MAX_TOKENS
+    if context_window:
+        size = max(100, min(size, int(context_window * AUTO_WINDOW_SHARE)))
+    return size, size * DEFAULT_OVERLAP_TOKENS // DEFAULT_MAX_TOKENS
+
+
+def split_in_half(text: str) -> list[str]:
+    """Two pieces of ``text`` cut at the token edge nearest its middle (one piece if it is a
+    single token)."""
+    spans = token_spans(text)
+    if len(spans) < 2:
+        return [text]
+    cut = spans[len(spans) // 2][0]
+    return [text[:cut], text[cut:]]
 
 
 async def _current(

@@ -16,17 +16,19 @@ from rixin.sandbox.policy import NOBODY, HostLayout, SandboxPolicy
 
 RUNNER = "/opt/rixin/runner.py"
 SETPRIV = "/usr/bin/setpriv"
+TMP = "/tmp"  # noqa: S108 - the sandbox's own private, size-capped tmpfs
+SHM = "/dev/shm"  # noqa: S108 - likewise
 WORK = "/work"
 _TOP_DIRS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 _ETC = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime")
 _ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "HOME": WORK,
-    "TMPDIR": "/tmp",
+    "TMPDIR": TMP,
     "LANG": "C.UTF-8",
     "USER": "sandbox",
     "MPLBACKEND": "Agg",
-    "MPLCONFIGDIR": "/tmp",
+    "MPLCONFIGDIR": TMP,
     # BLAS thread pools count against RLIMIT_NPROC and are useless on a shared host
     "OPENBLAS_NUM_THREADS": "1",
     "OMP_NUM_THREADS": "1",
@@ -59,9 +61,7 @@ def _root_fs(layout: HostLayout) -> list[str]:
         args += ["--ro-bind-try", etc, etc]
     if not layout.prefix.is_relative_to("/usr"):
         args += ["--ro-bind", str(layout.prefix), str(layout.prefix)]
-    if not layout.python.is_relative_to("/usr") and not layout.python.is_relative_to(
-        layout.prefix
-    ):
+    if not layout.python.is_relative_to("/usr") and not layout.python.is_relative_to(layout.prefix):
         args += ["--ro-bind", str(layout.python), str(layout.python)]
     for index, site in enumerate(layout.site_packages):
         args += ["--ro-bind", str(site), f"/opt/rixin/site-{index}"]
@@ -108,8 +108,8 @@ def build_argv(
         *_root_fs(layout),
         "--proc", "/proc",
         "--dev", "/dev",
-        "--perms", "1777", "--size", str(policy.tmp_bytes), "--tmpfs", "/dev/shm",
-        "--perms", "1777", "--size", str(policy.tmp_bytes), "--tmpfs", "/tmp",
+        "--perms", "1777", "--size", str(policy.tmp_bytes), "--tmpfs", SHM,
+        "--perms", "1777", "--size", str(policy.tmp_bytes), "--tmpfs", TMP,
         "--bind", str(session_dir), WORK,
         "--remount-ro", "/dev",
         "--remount-ro", "/",

@@ -15,9 +15,15 @@ from rixin.sandbox.session import Session
 
 
 class WarmPool:
-    def __init__(self, size: int, make: Callable[[], Awaitable[Session]]) -> None:
+    def __init__(
+        self,
+        size: int,
+        make: Callable[[], Awaitable[Session]],
+        dispose: Callable[[Session], Awaitable[None]],
+    ) -> None:
         self._size = size
         self._make = make
+        self._dispose = dispose
         self._idle: deque[Session] = deque()
         self._filling: asyncio.Task[None] | None = None
         self._closed = False
@@ -38,10 +44,13 @@ class WarmPool:
 
     async def _fill(self) -> None:
         while not self._closed and len(self._idle) < self._size:
-            session = await self._make()
+            try:
+                session = await self._make()
+            except Exception:  # out of uids or disk: serve cold until the next take
+                return
             session.prespawn()
             if self._closed:
-                await session.close()
+                await self._dispose(session)
                 return
             self._idle.append(session)
 
@@ -51,4 +60,4 @@ class WarmPool:
             with contextlib.suppress(Exception):
                 await self._filling
         while self._idle:
-            await self._idle.popleft().close()
+            await self._dispose(self._idle.popleft())

@@ -12,9 +12,11 @@ if TYPE_CHECKING:
     from rixin.observability import Metrics
     from rixin.services.chat import ChatService
     from rixin.services.completions import CompletionService
+    from rixin.services.conversations import ConversationService
     from rixin.services.embeddings import EmbeddingService, RerankService
     from rixin.services.files import FileService
     from rixin.services.models import ModelManager
+    from rixin.services.responses import ResponsesService
     from rixin.services.vector_stores import VectorStoreService
     from rixin.settings import Settings
     from rixin.store.blobs import BlobStore
@@ -40,3 +42,5 @@ class Services:
     jobs: JobQueue
     workers: WorkerPool
     vector_stores: VectorStoreService
+    responses: ResponsesService
+    conversations: ConversationService

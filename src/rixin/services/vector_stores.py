@@ -37,7 +37,14 @@ from rixin.jobs.queue import JobQueue
 from rixin.knowledge.chunking import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP_TOKENS, validate_static
 from rixin.knowledge.filters import Filter, matches, parse_filter
 from rixin.knowledge.index.hybrid import Hit, HybridSearcher, SearchOptions
-from rixin.knowledge.ingest import JOB_KIND, MAX_ATTEMPTS, Ingestor, job_key, job_payload
+from rixin.knowledge.ingest import (
+    JOB_KIND,
+    MAX_ATTEMPTS,
+    Ingestor,
+    auto_sizes,
+    job_key,
+    job_payload,
+)
 from rixin.knowledge.store_index import StoreIndexes
 from rixin.schemas.vector_stores import (
     CreateVectorStoreFileBatchRequest,
@@ -630,12 +637,24 @@ class VectorStoreService:
             row.generation += 1
         row.batch_id = batch_id
         row.status, row.last_error = "in_progress", None
-        row.chunking_strategy = strategy
+        row.chunking_strategy = self._effective(store, strategy)
         if attributes is not None or row.attributes is None:
             row.attributes = attributes
         await session.flush()
         await self._enqueue(session, row)
         return row
+
+    def _effective(self, store: VectorStoreRecord, strategy: dict[str, Any]) -> dict[str, Any]:
+        """``auto`` resolved to the chunk sizes this store's embedding model can take."""
+        if strategy.get("type") != "auto":
+            return strategy
+        served = self.models.find(store.embedding_model)
+        window = served.capabilities.context_window if served is not None else None
+        size, overlap = auto_sizes(window)
+        return {
+            "type": "auto",
+            "static": {"max_chunk_size_tokens": size, "chunk_overlap_tokens": overlap},
+        }
 
     async def _enqueue(self, session: AsyncSession, row: VectorStoreFileRecord) -> None:
         await self.queue.enqueue(

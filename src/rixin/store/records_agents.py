@@ -97,12 +97,17 @@ class ToolCallRecord(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("agent_runs.id", ondelete="CASCADE"))
     project_id: Mapped[str] = mapped_column(String(64))
     call_id: Mapped[str] = mapped_column(String(128))
+    position: Mapped[int] = mapped_column(Integer)
+    """Order of the call within its run."""
     tool_type: Mapped[str] = mapped_column(String(64))
     tool_name: Mapped[str] = mapped_column(String(128))
     arguments: Mapped[str] = mapped_column(Text)
     side_effects: Mapped[bool] = mapped_column(Boolean, default=False)
     state: Mapped[str] = mapped_column(String(16))
-    """``started`` (recorded, maybe executing), ``succeeded`` or ``failed``."""
+    """``planned`` (decided by the model, not run), ``started`` (maybe executing: a
+    side-effecting call in this state is never run again), ``succeeded`` or ``failed``."""
+    call: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The pending output item and model view: ``{"item_id", "output_index"}``."""
     output: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
     finished_at: Mapped[int | None] = mapped_column(BigInteger, default=None)
@@ -129,9 +134,7 @@ class ConversationItemRecord(Base):
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    conversation_id: Mapped[str] = mapped_column(
-        ForeignKey("conversations.id", ondelete="CASCADE")
-    )
+    conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
     project_id: Mapped[str] = mapped_column(String(64))
     position: Mapped[int] = mapped_column(Integer)
     type: Mapped[str] = mapped_column(String(32))

@@ -49,9 +49,7 @@ class CodeInterpreterTool(BaseTool):
         assert self.runner is not None
         code = str(call.parsed().get("code") or "")
         result = await self.runner(ctx.project_id, self.container_id, code)
-        logs = (str(result.get("stdout") or "") + str(result.get("stderr") or ""))[
-            :MAX_LOG_CHARS
-        ]
+        logs = (str(result.get("stdout") or "") + str(result.get("stderr") or ""))[:MAX_LOG_CHARS]
         exit_code = result.get("exit_code", 0)
         text = logs if logs else "(no output)"
         if exit_code:

@@ -9,8 +9,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from rixin.agents.tools.base import BaseTool, BuildContext, JSONDict, ToolBundle, ToolCall
-from rixin.agents.tools.base import ToolContext, ToolOutput
+from rixin.agents.tools.base import (
+    BaseTool,
+    BuildContext,
+    JSONDict,
+    ToolBundle,
+    ToolCall,
+    ToolContext,
+    ToolOutput,
+)
 from rixin.errors import InvalidRequest
 
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")

@@ -90,11 +90,14 @@ class ToolRegistry:
 
 def default_registry() -> ToolRegistry:
     """A registry with rixin's built-in tool types."""
-    from rixin.agents.tools import code_interpreter, file_search, function, mcp
+    from rixin.agents.tools.code_interpreter import build as code_interpreter
+    from rixin.agents.tools.file_search import build as file_search
+    from rixin.agents.tools.function import build as function
+    from rixin.agents.tools.mcp import build as mcp
 
     registry = ToolRegistry()
-    registry.register("function", function.build)
-    registry.register("file_search", file_search.build)
-    registry.register("code_interpreter", code_interpreter.build)
-    registry.register("mcp", mcp.build)
+    registry.register("function", function)
+    registry.register("file_search", file_search)
+    registry.register("code_interpreter", code_interpreter)
+    registry.register("mcp", mcp)
     return registry

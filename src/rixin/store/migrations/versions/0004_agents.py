@@ -81,11 +81,13 @@ def upgrade() -> None:
         sa.Column("run_id", sa.String(64), nullable=False),
         sa.Column("project_id", sa.String(64), nullable=False),
         sa.Column("call_id", sa.String(128), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("tool_type", sa.String(64), nullable=False),
         sa.Column("tool_name", sa.String(128), nullable=False),
         sa.Column("arguments", sa.Text(), nullable=False),
         sa.Column("side_effects", sa.Boolean(), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("call", sa.JSON(), nullable=False),
         sa.Column("output", sa.JSON(), nullable=True),
         sa.Column("created_at", sa.BigInteger(), nullable=False),
         sa.Column("finished_at", sa.BigInteger(), nullable=True),
@@ -133,9 +135,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name="pk_conversation_items"),
-        sa.UniqueConstraint(
-            "conversation_id", "position", name="uq_conversation_items_position"
-        ),
+        sa.UniqueConstraint("conversation_id", "position", name="uq_conversation_items_position"),
     )
 
 

@@ -1,0 +1,656 @@
+"""The Responses API on the agent run engine.
+
+A response is an engine run with ``surface="response"``. Foreground responses execute in the
+request's task (a streamed one is cancelled when its client goes away: F5); ``background``
+responses are jobs on the durable queue, executed by this service's worker pool with the run's
+lease, so a response whose process died is resumed by another worker once the lease lapses or,
+when its job has given up, failed with ``server_error`` by the sweeper (D2). Live events reach
+streams through an in-process hub; a stream that misses its run's end polls the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from sqlalchemy import select
+
+from rixin.agents.engine import RunEngine
+from rixin.agents.events import ResponseEventStream, error_event
+from rixin.agents.items import StoredItem, normalize_input
+from rixin.agents.runs import (
+    SETTLED,
+    ItemAdded,
+    ItemDone,
+    RunEvent,
+    RunStatus,
+    RunUpdated,
+    RunView,
+    TextDelta,
+    load_items,
+    load_view,
+)
+from rixin.agents.tools.base import BuildContext
+from rixin.errors import InvalidRequest, NotFound, RixinError
+from rixin.jobs import JobContext, JobQueue, WorkerPool
+from rixin.schemas.responses import ConversationParam, CreateResponse, DeletedResponse
+from rixin.services.conversations import (
+    ItemPage,
+    append_items,
+    conversation_history,
+    get_conversation,
+)
+from rixin.services.models import ModelManager
+from rixin.settings import Settings
+from rixin.store.db import Database
+from rixin.store.ids import new_id
+from rixin.store.records_agents import AgentItemRecord, AgentRunRecord, ConversationRecord
+
+log = logging.getLogger("rixin.responses")
+
+JSONDict = dict[str, Any]
+JOB_KIND = "response.run"
+SURFACE = "response"
+MAX_CHAIN = 100
+STREAM_QUEUE = 10_000
+_STATUS = {
+    RunStatus.QUEUED: "queued",
+    RunStatus.IN_PROGRESS: "in_progress",
+    RunStatus.CANCELLING: "in_progress",
+    RunStatus.REQUIRES_ACTION: "completed",
+    RunStatus.COMPLETED: "completed",
+    RunStatus.INCOMPLETE: "incomplete",
+    RunStatus.FAILED: "failed",
+    RunStatus.CANCELLED: "cancelled",
+    RunStatus.EXPIRED: "failed",
+}
+_OVERFLOW = object()
+
+
+class RunEventHub:
+    """In-process fan-out of run events to live streams (bounded per stream)."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, list[asyncio.Queue[object]]] = {}
+
+    def subscribe(self, run_id: str) -> asyncio.Queue[object]:
+        queue: asyncio.Queue[object] = asyncio.Queue(maxsize=STREAM_QUEUE)
+        self._subscribers.setdefault(run_id, []).append(queue)
+        return queue
+
+    def unsubscribe(self, run_id: str, queue: asyncio.Queue[object]) -> None:
+        queues = self._subscribers.get(run_id, [])
+        if queue in queues:
+            queues.remove(queue)
+        if not queues:
+            self._subscribers.pop(run_id, None)
+
+    def publisher(self, run_id: str) -> Any:
+        async def publish(event: RunEvent) -> None:
+            for queue in list(self._subscribers.get(run_id, [])):
+                try:
+                    queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    self.unsubscribe(run_id, queue)
+                    with contextlib.suppress(asyncio.QueueFull):
+                        queue.get_nowait()
+                        queue.put_nowait(_OVERFLOW)
+
+        return publish
+
+
+class _ResponseHooks:
+    """Context of a response: its conversation, or its chain of previous responses."""
+
+    def __init__(self, max_items: int) -> None:
+        self.max_items = max_items
+
+    async def history(self, session: Any, run: AgentRunRecord) -> list[StoredItem]:
+        if run.conversation_id:
+            return await conversation_history(session, run.conversation_id, self.max_items)
+        chain: list[AgentRunRecord] = []
+        previous_id = run.previous_run_id
+        while previous_id and len(chain) < MAX_CHAIN:
+            previous = await session.get(AgentRunRecord, previous_id)
+            if previous is None or previous.project_id != run.project_id:
+                break
+            chain.append(previous)
+            previous_id = previous.previous_run_id
+        items: list[StoredItem] = []
+        for previous in reversed(chain):
+            items += await load_items(session, previous.id, "input")
+            items += await load_items(session, previous.id, "output")
+        return items[-self.max_items :]
+
+    async def on_settled(
+        self,
+        session: Any,
+        run: AgentRunRecord,
+        inputs: list[StoredItem],
+        outputs: list[StoredItem],
+    ) -> None:
+        if not run.conversation_id:
+            return
+        conversation = await session.get(ConversationRecord, run.conversation_id)
+        if conversation is not None:
+            await append_items(session, conversation, [*inputs, *outputs], run_id=run.id)
+
+
+class ResponsesService:
+    def __init__(
+        self,
+        db: Database,
+        engine: RunEngine,
+        models: ModelManager,
+        jobs: JobQueue,
+        settings: Settings,
+    ) -> None:
+        self.db = db
+        self.engine = engine
+        self.models = models
+        self.jobs = jobs
+        self.settings = settings
+        self.hub = RunEventHub()
+        agents = settings.agents
+        self.pool = WorkerPool(
+            jobs, concurrency=agents.workers, lease_s=agents.run_lease_s, poll_interval_s=0.5
+        )
+        self.pool.register(JOB_KIND, self._handle_job)
+        engine.register_surface(SURFACE, _ResponseHooks(agents.max_history_items))
+        self._sweeper: asyncio.Task[None] | None = None
+        self._foreground: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.sweep()
+        await self.pool.start()
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="rixin-responses-sweeper")
+
+    async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(BaseException):
+                await self._sweeper
+        for task in list(self._foreground):
+            task.cancel()
+        await self.pool.stop(timeout_s=2.0)
+
+    async def _sweep_loop(self) -> None:
+        interval = max(0.5, self.settings.agents.run_lease_s / 2)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("response sweep failed")
+
+    async def sweep(self) -> int:
+        return await self.engine.sweep(self._job_alive)
+
+    async def _job_alive(self, run: AgentRunRecord) -> bool:
+        if run.job_id is None:
+            return False
+        try:
+            job = await self.jobs.get(run.project_id, run.job_id)
+        except NotFound:
+            return False
+        return job.state in ("queued", "running")
+
+    async def _handle_job(self, ctx: JobContext) -> dict[str, Any] | None:
+        run_id = str(ctx.job.payload["run_id"])
+        await self.engine.execute(run_id, sink=self.hub.publisher(run_id), detach=True)
+        return {"run_id": run_id}
+
+    # -- create --------------------------------------------------------------------------------
+
+    async def create(
+        self, project_id: str, body: CreateResponse
+    ) -> JSONDict | AsyncIterator[bytes]:
+        self.models.get(body.model, "chat")
+        if body.previous_response_id and body.conversation:
+            raise InvalidRequest(
+                "previous_response_id cannot be used together with conversation.",
+                param="previous_response_id",
+            )
+        if body.stream_options is not None and not body.stream:
+            raise InvalidRequest(
+                "stream_options is only allowed when stream is true.", param="stream_options"
+            )
+        inputs = normalize_input(body.input if body.input is not None else [])
+        run_id = new_id("resp")
+        params = _params(body)
+        toolset = await self.engine.registry.build(
+            params["tools"], self.engine.build_context(project_id, run_id)
+        )
+        params["tool_choice"] = _chat_tool_choice(body.tool_choice, set(toolset.tools))
+        background = bool(body.background)
+        store = body.store is not False
+        if background and not store:
+            raise InvalidRequest("background responses must be stored.", param="store")
+        queue = self.hub.subscribe(run_id) if body.stream else None
+        try:
+            view = await self._persist(
+                project_id, run_id, body, params, inputs, background=background, store=store
+            )
+        except BaseException:
+            if queue is not None:
+                self.hub.unsubscribe(run_id, queue)
+            raise
+        if background:
+            if queue is None:
+                return render(view)
+            return self._stream(view, queue, task=None)
+        task = asyncio.create_task(
+            self.engine.execute(run_id, sink=self.hub.publisher(run_id)),
+            name=f"rixin-response-{run_id}",
+        )
+        self._foreground.add(task)
+        task.add_done_callback(self._foreground.discard)
+        if queue is not None:
+            return self._stream(view, queue, task=task)
+        await asyncio.shield(task)
+        final = await self._view(project_id, run_id, any_store=True)
+        _raise_client_error(final)
+        return render(final)
+
+    async def _persist(
+        self,
+        project_id: str,
+        run_id: str,
+        body: CreateResponse,
+        params: JSONDict,
+        inputs: list[StoredItem],
+        *,
+        background: bool,
+        store: bool,
+    ) -> RunView:
+        async with self.db.session() as session:
+            if body.previous_response_id:
+                await _get_run(session, project_id, body.previous_response_id)
+            conversation_id = None
+            if body.conversation is not None:
+                wanted = (
+                    body.conversation.id
+                    if isinstance(body.conversation, ConversationParam)
+                    else body.conversation
+                )
+                conversation_id = (await get_conversation(session, project_id, wanted)).id
+            run = await self.engine.create_run(
+                session,
+                project_id=project_id,
+                surface=SURFACE,
+                model=body.model,
+                params=params,
+                inputs=inputs,
+                background=background,
+                store=store,
+                previous_run_id=body.previous_response_id,
+                conversation_id=conversation_id,
+                run_id=run_id,
+            )
+            if background:
+                job = await self.jobs.enqueue(
+                    project_id,
+                    JOB_KIND,
+                    {"run_id": run_id},
+                    idempotency_key=run_id,
+                    max_attempts=self.settings.agents.job_attempts,
+                    session=session,
+                )
+                run.job_id = job.id
+            return await load_view(session, run)
+
+    # -- streaming -----------------------------------------------------------------------------
+
+    async def _stream(
+        self,
+        view: RunView,
+        queue: asyncio.Queue[object],
+        *,
+        task: asyncio.Task[None] | None,
+    ) -> AsyncIterator[bytes]:
+        builder = ResponseEventStream(render)
+        try:
+            for first in builder.feed(RunUpdated(view)):
+                yield _sse(first)
+            while not builder.finished:
+                try:
+                    event: object = await asyncio.wait_for(queue.get(), timeout=1.0)
+                except TimeoutError:
+                    current = await self._view(view.project_id, view.id, any_store=True)
+                    if current.status in SETTLED and (task is None or task.done()):
+                        for out in builder.feed(RunUpdated(current)):
+                            yield _sse(out)
+                        break
+                    continue
+                if event is _OVERFLOW:
+                    message = "The stream fell too far behind and was closed."
+                    yield _sse(error_event(builder.sequence, message))
+                    break
+                if isinstance(event, RunUpdated | ItemAdded | ItemDone | TextDelta):
+                    for out in builder.feed(event):
+                        yield _sse(out)
+        except RixinError as exc:
+            yield _sse(error_event(builder.sequence, exc.message, exc.code))
+        finally:
+            self.hub.unsubscribe(view.id, queue)
+            if task is not None and not task.done():
+                task.cancel()  # the client went away: stop generating (F5)
+
+    # -- read, delete, cancel ------------------------------------------------------------------
+
+    async def retrieve(self, project_id: str, response_id: str) -> JSONDict:
+        return render(await self._view(project_id, response_id))
+
+    async def _view(self, project_id: str, response_id: str, *, any_store: bool = False) -> RunView:
+        async with self.db.session(readonly=True) as session:
+            run = await _get_run(session, project_id, response_id, any_store=any_store)
+            return await load_view(session, run)
+
+    async def delete(self, project_id: str, response_id: str) -> DeletedResponse:
+        async with self.db.session() as session:
+            run = await _get_run(session, project_id, response_id)
+            await session.delete(run)
+        return DeletedResponse(id=response_id)
+
+    async def cancel(self, project_id: str, response_id: str) -> JSONDict:
+        async with self.db.session() as session:
+            run = await _get_run(session, project_id, response_id)
+            if not run.background:
+                raise InvalidRequest(
+                    "Only background responses can be cancelled.", param="response_id"
+                )
+            await self.engine.request_cancel(session, run)
+        for _ in range(50):
+            view = await self._view(project_id, response_id)
+            if view.status in SETTLED:
+                return render(view)
+            await asyncio.sleep(0.1)
+        return render(view)
+
+    async def input_items(
+        self,
+        project_id: str,
+        response_id: str,
+        *,
+        limit: int = 20,
+        order: Literal["asc", "desc"] = "desc",
+        after: str | None = None,
+    ) -> JSONDict:
+        async with self.db.session(readonly=True) as session:
+            run = await _get_run(session, project_id, response_id)
+            query = select(AgentItemRecord).where(
+                AgentItemRecord.run_id == run.id, AgentItemRecord.phase == "input"
+            )
+            if after is not None:
+                anchor = await session.get(AgentItemRecord, after) if len(after) <= 64 else None
+                if anchor is None or anchor.run_id != run.id:
+                    raise NotFound(f"Item with id '{after[:64]}' not found.", param="after")
+                column = AgentItemRecord.position
+                query = query.where(
+                    column > anchor.position if order == "asc" else column < anchor.position
+                )
+            column = AgentItemRecord.position
+            query = query.order_by(column.asc() if order == "asc" else column.desc())
+            rows = list(await session.scalars(query.limit(limit + 1)))
+        page = ItemPage([dict(r.data) for r in rows[:limit]], has_more=len(rows) > limit)
+        return page.body()
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+async def _get_run(
+    session: Any, project_id: str, response_id: str, *, any_store: bool = False
+) -> AgentRunRecord:
+    run = await session.get(AgentRunRecord, response_id) if len(response_id) <= 64 else None
+    if (
+        run is None
+        or run.project_id != project_id
+        or run.surface != SURFACE
+        or not (run.store or any_store)
+    ):
+        raise NotFound(f"Response with id '{response_id[:64]}' not found.", param="response_id")
+    result: AgentRunRecord = run
+    return result
+
+
+def _params(body: CreateResponse) -> JSONDict:
+    fmt = body.text.format if body.text is not None else None
+    response_format: JSONDict | None = None
+    if fmt is not None and fmt.type == "json_schema":
+        if fmt.schema_ is None or fmt.name is None:
+            raise InvalidRequest(
+                "text.format of type json_schema needs 'name' and 'schema'.", param="text.format"
+            )
+        json_schema: JSONDict = {"name": fmt.name, "schema": fmt.schema_}
+        if fmt.strict is not None:
+            json_schema["strict"] = fmt.strict
+        response_format = {"type": "json_schema", "json_schema": json_schema}
+    elif fmt is not None and fmt.type == "json_object":
+        response_format = {"type": "json_object"}
+    return {
+        "instructions": body.instructions,
+        "tools": list(body.tools or []),
+        "tool_choice_raw": body.tool_choice,
+        "parallel_tool_calls": body.parallel_tool_calls,
+        "max_tool_calls": body.max_tool_calls,
+        "max_output_tokens": body.max_output_tokens,
+        "temperature": body.temperature,
+        "top_p": body.top_p,
+        "truncation": body.truncation or "disabled",
+        "include": list(body.include or []),
+        "metadata": body.metadata or {},
+        "text": body.text.known(by_alias=True) if body.text is not None else None,
+        "response_format": response_format,
+        "user": body.user,
+        "top_logprobs": body.top_logprobs,
+        "safety_identifier": body.safety_identifier,
+        "prompt_cache_key": body.prompt_cache_key,
+    }
+
+
+def _chat_tool_choice(choice: str | JSONDict | None, names: set[str]) -> Any:
+    """The chat ``tool_choice`` for a Responses ``tool_choice``."""
+    if choice is None:
+        return None
+    if isinstance(choice, str):
+        if choice not in ("none", "auto", "required"):
+            raise InvalidRequest("tool_choice must be none, auto or required.", param="tool_choice")
+        return choice
+    kind = choice.get("type")
+    if kind == "allowed_tools":
+        mode = choice.get("mode", "auto")
+        return mode if mode in ("auto", "required") else "auto"
+    name = {
+        "function": choice.get("name"),
+        "mcp": choice.get("name"),
+        "file_search": "file_search",
+        "code_interpreter": "code_interpreter",
+    }.get(str(kind))
+    if not isinstance(name, str) or name not in names:
+        raise InvalidRequest(
+            "tool_choice names a tool that is not among the tools.", param="tool_choice"
+        )
+    return {"type": "function", "function": {"name": name}}
+
+
+def _raise_client_error(view: RunView) -> None:
+    """A foreground response that failed on the request itself is a 4xx, not a failed body."""
+    error = view.error or {}
+    status = error.get("status")
+    if view.status == RunStatus.FAILED and isinstance(status, int) and 400 <= status < 500:
+        if status in (408, 429) or view.output:
+            return
+        raise InvalidRequest(str(error.get("message")), param=error.get("param"))
+
+
+def _sse(event: JSONDict) -> bytes:
+    data = json.dumps(event, ensure_ascii=False)
+    return f"event: {event['type']}\ndata: {data}\n\n".encode()
+
+
+def render(view: RunView) -> JSONDict:
+    """The ``Response`` object of a run."""
+    params = view.params
+    error = view.error
+    include = set(params.get("include") or [])
+    text = params.get("text") or {}
+    body: JSONDict = {
+        "id": view.id,
+        "object": "response",
+        "created_at": view.created_at,
+        "status": _STATUS.get(RunStatus(view.status), "failed"),
+        "background": view.background,
+        "completed_at": view.completed_at
+        if view.status in ("completed", "requires_action")
+        else None,
+        "error": {"code": error["code"], "message": error["message"]} if error else None,
+        "incomplete_details": view.incomplete_details,
+        "instructions": params.get("instructions"),
+        "max_output_tokens": params.get("max_output_tokens"),
+        "max_tool_calls": params.get("max_tool_calls"),
+        "model": view.model,
+        "output": [_output_item(item, include) for item in view.output],
+        "parallel_tool_calls": params.get("parallel_tool_calls") is not False,
+        "previous_response_id": view.previous_run_id,
+        "conversation": {"id": view.conversation_id} if view.conversation_id else None,
+        "reasoning": None,
+        "service_tier": "default",
+        "store": view.store,
+        "temperature": params.get("temperature") if params.get("temperature") is not None else 1.0,
+        "text": {"format": text.get("format") or {"type": "text"}},
+        "tool_choice": params.get("tool_choice_raw") or "auto",
+        "tools": [_tool_view(t) for t in params.get("tools") or []],
+        "top_logprobs": params.get("top_logprobs"),
+        "top_p": params.get("top_p") if params.get("top_p") is not None else 1.0,
+        "truncation": params.get("truncation") or "disabled",
+        "usage": view.usage,
+        "metadata": params.get("metadata") or {},
+    }
+    if params.get("user") is not None:
+        body["user"] = params["user"]
+    return body
+
+
+def _output_item(item: StoredItem, include: set[str]) -> JSONDict:
+    data = dict(item.data)
+    if data.get("type") == "file_search_call" and "file_search_call.results" not in include:
+        data["results"] = None
+    if (
+        data.get("type") == "code_interpreter_call"
+        and "code_interpreter_call.outputs" not in include
+    ):
+        data["outputs"] = None
+    return data
+
+
+def _tool_view(tool: JSONDict) -> JSONDict:
+    out = dict(tool)
+    if out.get("type") == "function":
+        out.setdefault("parameters", {"type": "object", "properties": {}})
+        out.setdefault("strict", True)
+        out.setdefault("description", None)
+    if out.get("type") == "mcp":
+        out.pop("authorization", None)
+        if isinstance(out.get("headers"), dict):
+            out["headers"] = {k: "<redacted>" for k in out["headers"]}
+    if out.get("type") == "code_interpreter":
+        out.setdefault("container", {"type": "auto"})
+    return out
+
+
+def build_context_factory(
+    settings: Settings,
+    *,
+    vector_search: Any = None,
+    vector_store_check: Any = None,
+    sandbox: Any = None,
+) -> Any:
+    """``(project_id, run_id) -> BuildContext`` with the platform services tools may use."""
+
+    def build(project_id: str, run_id: str) -> BuildContext:
+        return BuildContext(
+            project_id=project_id,
+            run_id=run_id,
+            settings=settings.agents,
+            vector_search=vector_search,
+            vector_store_check=vector_store_check,
+            sandbox=sandbox,
+        )
+
+    return build
+
+
+def build_agent_services(
+    settings: Settings,
+    db: Database,
+    chat: Any,
+    models: ModelManager,
+    jobs: JobQueue,
+    *,
+    vector_stores: Any = None,
+    sandbox: Any = None,
+) -> tuple[ResponsesService, Any]:
+    """The run engine with rixin's tools, and the Responses and Conversations services on it."""
+    from rixin.agents.steps import ChatModelStep
+    from rixin.agents.tools.registry import default_registry
+    from rixin.services.conversations import ConversationService
+
+    search = check = None
+    if vector_stores is not None:
+        search, check = _vector_store_tools(vector_stores)
+    registry = default_registry()
+    registry.load_plugins(settings.agents.tool_modules)
+    engine = RunEngine(
+        db,
+        ChatModelStep(chat, max_output_chars=settings.agents.max_output_chars),
+        registry,
+        settings.agents,
+        build_context_factory(
+            settings, vector_search=search, vector_store_check=check, sandbox=sandbox
+        ),
+    )
+    return ResponsesService(db, engine, models, jobs, settings), ConversationService(db)
+
+
+def _vector_store_tools(service: Any) -> tuple[Any, Any]:
+    from rixin.schemas.vector_stores import VectorStoreSearchRequest
+
+    async def search(
+        project_id: str,
+        vector_store_id: str,
+        query: str,
+        max_num_results: int,
+        filters: JSONDict | None,
+        ranking_options: JSONDict | None,
+    ) -> list[JSONDict]:
+        request = VectorStoreSearchRequest.model_validate(
+            {
+                "query": query,
+                "max_num_results": max_num_results,
+                "filters": filters,
+                "ranking_options": ranking_options,
+            }
+        )
+        page = await service.search(project_id, vector_store_id, request)
+        return [
+            {
+                "file_id": hit.file_id,
+                "filename": hit.filename,
+                "score": hit.score,
+                "text": "".join(part.text for part in hit.content),
+                "attributes": hit.attributes,
+            }
+            for hit in page.data
+        ]
+
+    async def check(project_id: str, vector_store_id: str) -> None:
+        await service.retrieve(project_id, vector_store_id)
+
+    return search, check
