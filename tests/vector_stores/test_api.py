@@ -147,7 +147,7 @@ def test_chunking_strategy_is_validated(
 
 def test_static_chunking_is_applied(tenant_a: Tenant) -> None:
     client = tenant_a.client
-    text = " ".join(f"Sentence number {i} talks about item {i}." for i in range(300))
+    text = " ".join(f"Sentence number {i} talks about item {i}." for i in range(120))
     store = client.vector_stores.create(name="static")
     vsf = client.vector_stores.files.create_and_poll(
         vector_store_id=store.id,
@@ -164,7 +164,7 @@ def test_static_chunking_is_applied(tenant_a: Tenant) -> None:
         "type": "static",
         "static": {"max_chunk_size_tokens": 200, "chunk_overlap_tokens": 50},
     }
-    assert client.vector_stores.retrieve(store.id).to_dict()["rixin"]["chunks"] > 10
+    assert client.vector_stores.retrieve(store.id).to_dict()["rixin"]["chunks"] >= 6
     content = client.vector_stores.files.content(file_id=vsf.id, vector_store_id=store.id)
     assert "".join(part.text for part in content.data).replace(" ", "") == text.replace(" ", "")
 

@@ -416,6 +416,9 @@ class RunEngine:
             output = await tool.run(call, ctx)
         except RixinError as exc:
             output = ToolOutput(f"The tool failed: {exc.message}", {}, failed=True)
+        except Exception:
+            log.exception("run %s: tool %s raised", state.run.id, tool.name)
+            output = ToolOutput("The tool failed with an internal error.", {}, failed=True)
         item = {**tool.call_item(call, item_id, "completed"), **output.item}
         if output.failed:
             item["status"] = "failed"

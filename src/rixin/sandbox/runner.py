@@ -14,6 +14,7 @@ import argparse
 import os
 import resource
 import sys
+import traceback
 
 SETUP_FAILED = 125
 
@@ -87,7 +88,13 @@ def main(argv: list[str]) -> None:
     code = compile(source, "<code>", "exec", dont_inherit=True)
     namespace = {"__name__": "__main__", "__builtins__": __builtins__, "__file__": "<code>"}
     del args, source
-    exec(code, namespace)  # noqa: S102 - this is the sandbox; the code is the user's
+    try:
+        exec(code, namespace)  # noqa: S102 - this is the sandbox; the code is the user's
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:  # show the user's frames only, as ``python file.py`` would
+        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -163,6 +163,8 @@ class ResponsesService:
         engine.register_surface(SURFACE, _ResponseHooks(agents.max_history_items))
         self._sweeper: asyncio.Task[None] | None = None
         self._foreground: set[asyncio.Task[None]] = set()
+        self.closers: list[Callable[[], Awaitable[None]]] = []
+        """Called by ``aclose`` (resources the tools hold, such as an own sandbox)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -179,6 +181,9 @@ class ResponsesService:
         for task in list(self._foreground):
             task.cancel()
         await self.pool.stop(timeout_s=2.0)
+        for close in self.closers:
+            with contextlib.suppress(Exception):
+                await close()
 
     async def _sweep_loop(self) -> None:
         interval = max(0.5, self.settings.agents.run_lease_s / 2)
@@ -530,9 +535,10 @@ def render(view: RunView) -> JSONDict:
         "top_logprobs": params.get("top_logprobs"),
         "top_p": params.get("top_p") if params.get("top_p") is not None else 1.0,
         "truncation": params.get("truncation") or "disabled",
-        "usage": view.usage,
         "metadata": params.get("metadata") or {},
     }
+    if view.usage is not None:
+        body["usage"] = view.usage
     if params.get("user") is not None:
         body["user"] = params["user"]
     return body
@@ -605,6 +611,7 @@ def build_agent_services(
     search = check = None
     if vector_stores is not None:
         search, check = _vector_store_tools(vector_stores)
+    runner = SandboxRunner(sandbox, settings.data_dir / "sandbox")
     registry = default_registry()
     registry.load_plugins(settings.agents.tool_modules)
     engine = RunEngine(
@@ -613,10 +620,12 @@ def build_agent_services(
         registry,
         settings.agents,
         build_context_factory(
-            settings, vector_search=search, vector_store_check=check, sandbox=sandbox
+            settings, vector_search=search, vector_store_check=check, sandbox=runner
         ),
     )
-    return ResponsesService(db, engine, models, jobs, settings), ConversationService(db)
+    responses = ResponsesService(db, engine, models, jobs, settings)
+    responses.closers.append(runner.aclose)
+    return responses, ConversationService(db)
 
 
 def _vector_store_tools(service: Any) -> tuple[Any, Any]:
@@ -654,3 +663,48 @@ def _vector_store_tools(service: Any) -> tuple[Any, Any]:
         await service.retrieve(project_id, vector_store_id)
 
     return search, check
+
+
+class SandboxRunner:
+    """``code_interpreter`` on ``rixin.sandbox.SandboxService``: one session per container.
+
+    Uses the platform's sandbox service when given one, else starts its own on first use.
+    Sessions live in memory: after a restart a container gets a fresh session.
+    """
+
+    def __init__(self, service: Any, root: Any) -> None:
+        self._service = service
+        self._owned = service is None
+        self._root = root
+        self._sessions: dict[tuple[str, str], str] = {}
+        self._lock = asyncio.Lock()
+
+    async def _session(self, project_id: str, container_id: str, *, fresh: bool) -> str:
+        async with self._lock:
+            if self._service is None:
+                from rixin.sandbox.service import SandboxService
+
+                self._service = SandboxService(self._root)
+            key = (project_id, container_id)
+            if fresh or key not in self._sessions:
+                session = await self._service.create_session(project_id)
+                self._sessions[key] = session.id
+            return self._sessions[key]
+
+    async def __call__(self, project_id: str, container_id: str, code: str) -> JSONDict:
+        session_id = await self._session(project_id, container_id, fresh=False)
+        try:
+            result = await self._service.run(session_id, code, project_id=project_id)
+        except NotFound:
+            session_id = await self._session(project_id, container_id, fresh=True)
+            result = await self._service.run(session_id, code, project_id=project_id)
+        return {
+            "stdout": result.stdout,
+            "stderr": result.stderr,
+            "exit_code": result.exit_code,
+            "files": [getattr(f, "name", "") for f in result.files_out],
+        }
+
+    async def aclose(self) -> None:
+        if self._owned and self._service is not None:
+            await self._service.aclose()

@@ -89,6 +89,10 @@ DAY_S = 86_400
 ACTIVE_WRITE_INTERVAL_S = 60
 """``last_active_at`` is written at most this often per store (searches are reads)."""
 RECOVER_INTERVAL_S = 5.0
+GIVEN_UP = {
+    "code": "server_error",
+    "message": "The file could not be processed; attach it again to retry.",
+}
 MAX_KEYS, MAX_KEY_CHARS, MAX_VALUE_CHARS = 16, 64, 512
 
 Order = Literal["asc", "desc"]
@@ -510,7 +514,7 @@ class VectorStoreService:
                     ChunkRecord.vector_store_id == vector_store_id,
                 )
             )
-            texts = dict(rows.tuples().all())
+            texts = {str(chunk_id): str(text) for chunk_id, text in rows}
         return [texts.get(chunk_id, "") for chunk_id in ids]
 
     def _reranker(self, ranker: Ranker) -> _RoutedReranker | None:
@@ -561,38 +565,22 @@ class VectorStoreService:
 
     async def recover(self) -> int:
         """Give every ``in_progress`` file a live job, or end it ``failed`` when its job was
-        given up; returns how many files were repaired."""
+        given up; returns how many files were repaired. Reads first; writes only to repair."""
+        async with self.db.session(readonly=True) as session:
+            stuck = await _stuck_files(session)
+        if not stuck:
+            return 0
         repaired = 0
         async with self.db.session() as session:
-            rows = (
-                await session.scalars(
-                    select(VectorStoreFileRecord)
-                    .where(VectorStoreFileRecord.status == "in_progress")
-                    .limit(1000)
-                )
-            ).all()
-            keys = {job_key(r.vector_store_id, r.file_id, r.generation): r for r in rows}
-            jobs = {
-                job.idempotency_key: job
-                for job in await session.scalars(
-                    select(JobRecord).where(
-                        JobRecord.kind == JOB_KIND,
-                        JobRecord.idempotency_key.in_(list(keys)),
-                    )
-                )
-            }
-            for key, row in keys.items():
-                job = jobs.get(key)
-                if job is None:
+            for (vs_id, file_id), state in stuck.items():
+                row = await session.get(VectorStoreFileRecord, (vs_id, file_id))
+                if row is None or row.status != "in_progress":
+                    continue
+                if state is None:
                     await self._enqueue(session, row)
-                    repaired += 1
-                elif job.state in ("failed", "cancelled"):
-                    row.status = "failed"
-                    row.last_error = {
-                        "code": "server_error",
-                        "message": "The file could not be processed; attach it again to retry.",
-                    }
-                    repaired += 1
+                else:
+                    row.status, row.last_error = "failed", dict(GIVEN_UP)
+                repaired += 1
         return repaired
 
     # ------------------------------------------------------------------------------- helpers
@@ -1033,6 +1021,33 @@ async def _allowed_chunks(session: AsyncSession, vector_store_id: str, flt: Filt
             )
         )
     return allowed
+
+
+async def _stuck_files(session: AsyncSession) -> dict[tuple[str, str], str | None]:
+    """``in_progress`` files whose ingestion job is missing (None) or was given up (its
+    state), keyed by (vector store, file)."""
+    rows = (
+        await session.scalars(
+            select(VectorStoreFileRecord)
+            .where(VectorStoreFileRecord.status == "in_progress")
+            .limit(1000)
+        )
+    ).all()
+    if not rows:
+        return {}
+    keys = {job_key(r.vector_store_id, r.file_id, r.generation): r for r in rows}
+    result = await session.execute(
+        select(JobRecord.idempotency_key, JobRecord.state).where(
+            JobRecord.kind == JOB_KIND, JobRecord.idempotency_key.in_(list(keys))
+        )
+    )
+    states = {str(key): str(state) for key, state in result}
+    stuck: dict[tuple[str, str], str | None] = {}
+    for key, row in keys.items():
+        state = states.get(key)
+        if state is None or state in ("failed", "cancelled"):
+            stuck[(row.vector_store_id, row.file_id)] = state
+    return stuck
 
 
 async def _bump_version(session: AsyncSession, vector_store_id: str) -> None:

@@ -112,5 +112,6 @@ class AuditEventRecord(Base):
 
 # The tables of migration 0002 live in their own module; importing it registers them on Base.
 from rixin.store import records_agents as _records_agents  # noqa: E402, F401
+from rixin.store import records_assistants as _records_assistants  # noqa: E402, F401
 from rixin.store import records_files as _records_files  # noqa: E402, F401
 from rixin.store import records_vectors as _records_vectors  # noqa: E402, F401

@@ -1,0 +1,863 @@
+"""Assistants v2 runs and run steps, executed by the agent engine (``surface="assistants"``).
+
+An Assistants run is a chain of engine runs, *segments* (``rixin.store.records_assistants``):
+the first starts when the run is created; ``submit_tool_outputs`` starts the next one with the
+outputs as its input and every earlier segment as its history, which is how the engine
+continues after ``requires_action``. Runs created without ``stream`` execute as durable jobs
+(they survive a restart: the job resumes the segment from its last checkpoint, or the sweeper
+fails it with ``server_error``, D2); streamed runs execute in the request's task and are
+cancelled when the client goes away (F5). Run steps are derived from the segments' stored
+items, never stored on their own, so none can be duplicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rixin.agents.engine import RunEngine
+from rixin.agents.items import StoredItem, normalize_input
+from rixin.agents.runs import ACTIVE, TERMINAL, RunStatus, Sink, load_items
+from rixin.errors import InvalidRequest, NotFound
+from rixin.jobs import JobContext, JobQueue, WorkerPool
+from rixin.schemas.assistants import (
+    CreateRunRequest,
+    CreateThreadAndRunRequest,
+    RunOptions,
+    SubmitToolOutputsRunRequest,
+)
+from rixin.services.assistants import (
+    JSONDict,
+    Order,
+    Page,
+    chat_format,
+    engine_tools,
+    get_assistant,
+    keyset,
+    normalize_format,
+    normalize_resources,
+    normalize_tools,
+    vector_store_ids,
+)
+from rixin.services.models import ModelManager
+from rixin.services.responses import RunEventHub
+from rixin.services.run_events import (
+    AssistantStream,
+    copying_sink,
+    finish_step,
+    message_step,
+    tool_call_detail,
+    tool_step,
+)
+from rixin.services.threads import (
+    ThreadsService,
+    add_message,
+    copy_outputs,
+    create_thread,
+    ensure_idle,
+    get_thread,
+    next_seq,
+    prepare_message,
+    render_thread,
+    thread_history,
+)
+from rixin.settings import Settings
+from rixin.store.db import Database
+from rixin.store.ids import new_id
+from rixin.store.records import now_s
+from rixin.store.records_agents import AgentItemRecord, AgentRunRecord
+from rixin.store.records_assistants import AssistantRecord, AssistantRunRecord, ThreadRecord
+
+log = logging.getLogger("rixin.assistants")
+
+SURFACE = "assistants"
+JOB_KIND = "assistants.run"
+EXPIRY_S = 600
+"""A run waiting for tool outputs expires after ten minutes, as on OpenAI."""
+CHARS_PER_TOKEN = 4
+_INCOMPLETE = {"max_output_tokens": "max_completion_tokens"}
+_RUN_ERRORS = {"server_error", "rate_limit_exceeded", "invalid_prompt"}
+
+
+class _Hooks:
+    """A segment's context: the thread's messages before its run, then earlier segments."""
+
+    def __init__(self, max_items: int) -> None:
+        self.max_items = max_items
+
+    async def history(self, session: AsyncSession, run: AgentRunRecord) -> list[StoredItem]:
+        info = (run.params or {}).get("assistants") or {}
+        prompt = info.get("max_prompt_tokens")
+        items = await thread_history(
+            session,
+            str(info.get("thread_id", "")),
+            int(info.get("seq", 0)),
+            last_messages=info.get("last_messages"),
+            max_chars=prompt * CHARS_PER_TOKEN if isinstance(prompt, int) else None,
+            limit=self.max_items,
+        )
+        for segment_id in info.get("previous") or []:
+            items += await load_items(session, segment_id, "input")
+            items += await load_items(session, segment_id, "output")
+        return items
+
+    async def on_settled(
+        self,
+        session: AsyncSession,
+        run: AgentRunRecord,
+        inputs: list[StoredItem],
+        outputs: list[StoredItem],
+    ) -> None:
+        await copy_outputs(session, run)
+
+
+class RunsService:
+    def __init__(
+        self,
+        db: Database,
+        engine: RunEngine,
+        models: ModelManager,
+        jobs: JobQueue,
+        settings: Settings,
+        threads: ThreadsService,
+    ) -> None:
+        self.db = db
+        self.engine = engine
+        self.models = models
+        self.jobs = jobs
+        self.settings = settings
+        self.threads = threads
+        self.hub = RunEventHub()
+        agents = settings.agents
+        self.pool = WorkerPool(
+            jobs, concurrency=agents.workers, lease_s=agents.run_lease_s, poll_interval_s=0.5
+        )
+        self.pool.register(JOB_KIND, self._handle_job)
+        engine.register_surface(SURFACE, _Hooks(agents.max_history_items))
+        self._sweeper: asyncio.Task[None] | None = None
+        self._foreground: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.sweep()
+        await self.pool.start()
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="rixin-assistants-sweeper")
+
+    async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(BaseException):
+                await self._sweeper
+        for task in list(self._foreground):
+            task.cancel()
+        await self.pool.stop(timeout_s=2.0)
+
+    async def _sweep_loop(self) -> None:
+        interval = max(0.5, self.settings.agents.run_lease_s / 2)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("assistants sweep failed")
+
+    async def sweep(self) -> None:
+        """Settle runs whose executor vanished, expire stale ones, copy finished output."""
+        await self.engine.sweep(self._job_alive)
+        async with self.db.session(readonly=True) as session:
+            ids = list(
+                await session.scalars(
+                    select(AssistantRunRecord.id).where(AssistantRunRecord.open.is_(True))
+                )
+            )
+        for run_id in ids:
+            await self._close(run_id)
+
+    async def _close(self, run_id: str) -> None:
+        async with self.db.session() as session:
+            run = await session.get(AssistantRunRecord, run_id)
+            if run is None or not run.open:
+                return
+            current = await _segment(session, run)
+            if current is None:
+                run.open = False
+                return
+            if current.status == RunStatus.REQUIRES_ACTION and now_s() > run.created_at + EXPIRY_S:
+                current.status = RunStatus.EXPIRED
+                current.updated_at = now_s()
+            if current.status not in TERMINAL:
+                return
+            for segment_id in run.segments:
+                segment = await session.get(AgentRunRecord, segment_id)
+                if segment is not None:
+                    await copy_outputs(session, segment)
+            run.open = False
+
+    async def _job_alive(self, run: AgentRunRecord) -> bool:
+        if run.job_id is None:
+            return False
+        try:
+            job = await self.jobs.get(run.project_id, run.job_id)
+        except NotFound:
+            return False
+        return job.state in ("queued", "running")
+
+    async def _handle_job(self, ctx: JobContext) -> dict[str, Any] | None:
+        segment_id = str(ctx.job.payload["segment_id"])
+        await self._execute(segment_id, str(ctx.job.payload["run_id"]), detach=True)
+        return {"segment_id": segment_id}
+
+    async def _execute(self, segment_id: str, run_id: str, *, detach: bool) -> None:
+        sink: Sink = copying_sink(self.db, segment_id, self.hub.publisher(segment_id))
+        try:
+            await self.engine.execute(segment_id, sink=sink, detach=detach)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._close(run_id))
+
+    # -- create ------------------------------------------------------------------------------
+
+    async def create(
+        self, project_id: str, thread_id: str, body: CreateRunRequest
+    ) -> JSONDict | AsyncIterator[bytes]:
+        messages = [
+            prepare_message(m, f"additional_messages[{i}]")
+            for i, m in enumerate(body.additional_messages or [])
+        ]
+        async with self.db.session(readonly=True) as session:
+            thread = await get_thread(session, project_id, thread_id)
+            plan = await self._plan(session, project_id, body, thread.tool_resources)
+        if body.additional_instructions:
+            extra = body.additional_instructions
+            plan.instructions = f"{plan.instructions}\n\n{extra}" if plan.instructions else extra
+        await self._check(project_id, plan)
+        return await self._launch(project_id, plan, body, thread_id=thread_id, messages=messages)
+
+    async def create_thread_and_run(
+        self, project_id: str, body: CreateThreadAndRunRequest
+    ) -> JSONDict | AsyncIterator[bytes]:
+        spec = body.thread
+        messages = [
+            prepare_message(m, f"thread.messages[{i}]")
+            for i, m in enumerate((spec.messages if spec else None) or [])
+        ]
+        resources = normalize_resources(
+            spec.tool_resources if spec and spec.tool_resources else body.tool_resources
+        )
+        async with self.db.session(readonly=True) as session:
+            plan = await self._plan(session, project_id, body, resources)
+        await self.threads.check_resources(project_id, resources)
+        await self._check(project_id, plan)
+        return await self._launch(
+            project_id,
+            plan,
+            body,
+            thread_id=None,
+            messages=messages,
+            new_thread=(resources, spec.metadata if spec else None),
+        )
+
+    async def _plan(
+        self,
+        session: AsyncSession,
+        project_id: str,
+        body: RunOptions,
+        thread_resources: JSONDict | None,
+    ) -> _Plan:
+        assistant = await get_assistant(session, project_id, body.assistant_id)
+        model = body.model or assistant.model
+        self.models.get(model, "chat")
+        fields = body.model_fields_set
+        tools = normalize_tools(body.tools) if body.tools is not None else list(assistant.tools)
+        stores = vector_store_ids(thread_resources, assistant.tool_resources)
+        fmt = (
+            normalize_format(body.response_format)
+            if "response_format" in fields
+            else assistant.response_format or "auto"
+        )
+        instructions = body.instructions if body.instructions is not None else assistant.instructions
+        return _Plan(
+            assistant=assistant,
+            model=model,
+            instructions=instructions or "",
+            tools=tools,
+            specs=engine_tools(tools, stores),
+            response_format=fmt,
+        )
+
+    async def _check(self, project_id: str, plan: _Plan) -> None:
+        ctx = self.engine.build_context(project_id, "check")
+        toolset = await self.engine.registry.build(plan.specs, ctx)
+        plan.names = set(toolset.tools)
+
+    async def _launch(
+        self,
+        project_id: str,
+        plan: _Plan,
+        body: RunOptions,
+        *,
+        thread_id: str | None,
+        messages: list[JSONDict],
+        new_thread: tuple[JSONDict, dict[str, str] | None] | None = None,
+    ) -> JSONDict | AsyncIterator[bytes]:
+        stream = bool(body.stream)
+        run_id, segment_id = new_id("run"), new_id("rseg")
+        choice = _chat_tool_choice(body.tool_choice, plan.names)
+        queue = self.hub.subscribe(segment_id) if stream else None
+        thread_body: JSONDict | None = None
+        try:
+            async with self.db.session() as session:
+                if new_thread is not None:
+                    thread = await create_thread(session, project_id, *new_thread)
+                    thread_body = render_thread(thread)
+                else:
+                    assert thread_id is not None
+                    thread = await get_thread(session, project_id, thread_id)
+                    await ensure_idle(session, thread)
+                for message in messages:
+                    await add_message(session, thread, message)
+                run = AssistantRunRecord(
+                    id=run_id,
+                    project_id=project_id,
+                    thread_id=thread.id,
+                    assistant_id=plan.assistant.id,
+                    seq=next_seq(thread),
+                    segments=[segment_id],
+                    params=_run_params(plan, body),
+                    metadata_=body.metadata or {},
+                    open=True,
+                    created_at=now_s(),
+                )
+                session.add(run)
+                info = {
+                    "thread_id": thread.id,
+                    "run_id": run_id,
+                    "assistant_id": plan.assistant.id,
+                    "seq": run.seq,
+                    "segment": 0,
+                    "previous": [],
+                    "last_messages": _last_messages(body),
+                    "max_prompt_tokens": body.max_prompt_tokens,
+                }
+                params = _engine_params(plan, body, choice, info)
+                await self._add_segment(session, project_id, run, segment_id, params, [], stream)
+                first = await _render(session, run)
+        except BaseException:
+            if queue is not None:
+                self.hub.unsubscribe(segment_id, queue)
+            raise
+        if queue is None:
+            return first
+        return self._stream(project_id, run_id, segment_id, queue, thread_body, None)
+
+    async def _add_segment(
+        self,
+        session: AsyncSession,
+        project_id: str,
+        run: AssistantRunRecord,
+        segment_id: str,
+        params: JSONDict,
+        inputs: list[StoredItem],
+        stream: bool,
+        previous: str | None = None,
+    ) -> None:
+        segment = await self.engine.create_run(
+            session,
+            project_id=project_id,
+            surface=SURFACE,
+            model=str(run.params["model"]),
+            params=params,
+            inputs=inputs,
+            background=not stream,
+            previous_run_id=previous,
+            run_id=segment_id,
+        )
+        if stream:
+            segment.lease_expires_at = None  # set again when the executor begins
+            return
+        job = await self.jobs.enqueue(
+            project_id,
+            JOB_KIND,
+            {"segment_id": segment_id, "run_id": run.id},
+            idempotency_key=segment_id,
+            max_attempts=self.settings.agents.job_attempts,
+            session=session,
+        )
+        segment.job_id = job.id
+
+    def _stream(
+        self,
+        project_id: str,
+        run_id: str,
+        segment_id: str,
+        queue: asyncio.Queue[object],
+        thread: JSONDict | None,
+        submitted: JSONDict | None,
+    ) -> AsyncIterator[bytes]:
+        task = asyncio.create_task(
+            self._execute(segment_id, run_id, detach=False), name=f"rixin-run-{run_id}"
+        )
+        self._foreground.add(task)
+        task.add_done_callback(self._foreground.discard)
+
+        async def render() -> JSONDict:
+            return await self.retrieve(project_id, "", run_id, any_thread=True)
+
+        async def unsubscribe() -> None:
+            self.hub.unsubscribe(segment_id, queue)
+
+        events = AssistantStream(render, queue, task, unsubscribe)
+        return events.run(thread=thread, submitted=submitted)
+
+    # -- reads and changes ----------------------------------------------------------------------
+
+    async def retrieve(
+        self, project_id: str, thread_id: str, run_id: str, *, any_thread: bool = False
+    ) -> JSONDict:
+        async with self.db.session(readonly=True) as session:
+            run = await _get_run(session, project_id, thread_id, run_id, any_thread=any_thread)
+            return await _render(session, run)
+
+    async def list(
+        self,
+        project_id: str,
+        thread_id: str,
+        *,
+        limit: int = 20,
+        order: Order = "desc",
+        after: str | None = None,
+        before: str | None = None,
+    ) -> Page:
+        async with self.db.session(readonly=True) as session:
+            thread = await get_thread(session, project_id, thread_id)
+            anchors: list[tuple[Any, ...] | None] = []
+            for cursor in (after, before):
+                if cursor is None:
+                    anchors.append(None)
+                    continue
+                anchor = await _get_run(session, project_id, thread.id, cursor, param="after")
+                anchors.append((anchor.seq,))
+            rows, has_more = await keyset(
+                session,
+                select(AssistantRunRecord).where(AssistantRunRecord.thread_id == thread.id),
+                [AssistantRunRecord.seq],
+                limit=limit,
+                order=order,
+                after=anchors[0],
+                before=anchors[1],
+            )
+            return Page([await _render(session, r) for r in rows], has_more)
+
+    async def modify(
+        self, project_id: str, thread_id: str, run_id: str, metadata: dict[str, str] | None
+    ) -> JSONDict:
+        async with self.db.session() as session:
+            run = await _get_run(session, project_id, thread_id, run_id)
+            run.metadata_ = metadata or {}
+            return await _render(session, run)
+
+    async def cancel(self, project_id: str, thread_id: str, run_id: str) -> JSONDict:
+        async with self.db.session() as session:
+            run = await _get_run(session, project_id, thread_id, run_id)
+            segment = await _segment(session, run)
+            status = segment.status if segment is not None else RunStatus.FAILED
+            if segment is None or status not in (*ACTIVE, RunStatus.REQUIRES_ACTION):
+                raise InvalidRequest(f"Cannot cancel run with status '{status}'.", param="run_id")
+            if status == RunStatus.REQUIRES_ACTION:
+                segment.status = RunStatus.CANCELLED
+                segment.updated_at = now_s()
+            else:
+                await self.engine.request_cancel(session, segment)
+            await session.flush()
+            return await _render(session, run)
+
+    async def submit_tool_outputs(
+        self, project_id: str, thread_id: str, run_id: str, body: SubmitToolOutputsRunRequest
+    ) -> JSONDict | AsyncIterator[bytes]:
+        stream = bool(body.stream)
+        segment_id = new_id("rseg")
+        queue = self.hub.subscribe(segment_id) if stream else None
+        try:
+            async with self.db.session() as session:
+                run = await _get_run(session, project_id, thread_id, run_id)
+                current = await _segment(session, run)
+                if current is None or current.status != RunStatus.REQUIRES_ACTION:
+                    status = current.status if current is not None else "failed"
+                    raise InvalidRequest(
+                        f"Runs in status '{status}' do not accept tool outputs.", param="run_id"
+                    )
+                inputs = await _tool_outputs(session, current, body)
+                params = _continue_params(current)
+                await self._add_segment(
+                    session, project_id, run, segment_id, params, inputs, stream, current.id
+                )
+                run.segments = [*run.segments, segment_id]
+                submitted = await _function_step(session, run)
+                first = await _render(session, run)
+        except BaseException:
+            if queue is not None:
+                self.hub.unsubscribe(segment_id, queue)
+            raise
+        if queue is None:
+            return first
+        return self._stream(project_id, run_id, segment_id, queue, None, submitted)
+
+    # -- steps ---------------------------------------------------------------------------------
+
+    async def list_steps(
+        self,
+        project_id: str,
+        thread_id: str,
+        run_id: str,
+        *,
+        limit: int = 20,
+        order: Order = "desc",
+        after: str | None = None,
+        before: str | None = None,
+    ) -> Page:
+        async with self.db.session(readonly=True) as session:
+            run = await _get_run(session, project_id, thread_id, run_id)
+            steps = await run_steps(session, run)
+        if order == "desc":
+            steps.reverse()
+        ids = [s["id"] for s in steps]
+        start, end = 0, len(steps)
+        for cursor, param in ((after, "after"), (before, "before")):
+            if cursor is not None and cursor not in ids:
+                raise NotFound(f"No run step found with id '{cursor[:64]}'.", param=param)
+        if after is not None:
+            start = ids.index(after) + 1
+        if before is not None:
+            end = ids.index(before)
+            if after is None:
+                start = max(start, end - limit)
+        window = steps[start:end]
+        return Page(window[:limit], has_more=len(window) > limit or (before is not None and start > 0))
+
+    async def retrieve_step(
+        self, project_id: str, thread_id: str, run_id: str, step_id: str
+    ) -> JSONDict:
+        async with self.db.session(readonly=True) as session:
+            run = await _get_run(session, project_id, thread_id, run_id)
+            steps = await run_steps(session, run)
+        for step in steps:
+            if step["id"] == step_id:
+                return step
+        raise NotFound(f"No run step found with id '{step_id[:64]}'.", param="step_id")
+
+
+# -- plans and parameters ---------------------------------------------------------------------
+
+
+class _Plan:
+    def __init__(
+        self,
+        *,
+        assistant: AssistantRecord,
+        model: str,
+        instructions: str,
+        tools: list[JSONDict],
+        specs: list[JSONDict],
+        response_format: Any,
+    ) -> None:
+        self.assistant = assistant
+        self.model = model
+        self.instructions = instructions
+        self.tools = tools
+        self.specs = specs
+        self.response_format = response_format
+        self.names: set[str] = set()
+
+
+def _last_messages(body: RunOptions) -> int | None:
+    strategy = body.truncation_strategy
+    if strategy is not None and strategy.type == "last_messages":
+        return strategy.last_messages or 1
+    return None
+
+
+def _run_params(plan: _Plan, body: RunOptions) -> JSONDict:
+    """What the run object shows (OpenAI's field names)."""
+    strategy = body.truncation_strategy
+    return {
+        "model": plan.model,
+        "instructions": plan.instructions,
+        "tools": plan.tools,
+        "tool_choice": body.tool_choice if body.tool_choice is not None else "auto",
+        "parallel_tool_calls": body.parallel_tool_calls is not False,
+        "response_format": plan.response_format,
+        "temperature": body.temperature
+        if body.temperature is not None
+        else plan.assistant.temperature,
+        "top_p": body.top_p if body.top_p is not None else plan.assistant.top_p,
+        "max_prompt_tokens": body.max_prompt_tokens,
+        "max_completion_tokens": body.max_completion_tokens,
+        "truncation_strategy": strategy.known() if strategy is not None else None,
+    }
+
+
+def _engine_params(plan: _Plan, body: RunOptions, choice: Any, info: JSONDict) -> JSONDict:
+    """What the engine reads (Responses-style names) plus this surface's own ``assistants``."""
+    shown = _run_params(plan, body)
+    return {
+        "instructions": plan.instructions or None,
+        "tools": plan.specs,
+        "tool_choice": choice,
+        "parallel_tool_calls": body.parallel_tool_calls,
+        "max_output_tokens": body.max_completion_tokens,
+        "temperature": shown["temperature"],
+        "top_p": shown["top_p"],
+        "truncation": "disabled",
+        "response_format": chat_format(plan.response_format),
+        "assistants": info,
+    }
+
+
+def _continue_params(current: AgentRunRecord) -> JSONDict:
+    params = dict(current.params)
+    info = dict(params["assistants"])
+    info["segment"] = int(info["segment"]) + 1
+    info["previous"] = [*info.get("previous", []), current.id]
+    params["assistants"] = info
+    if params.get("tool_choice") not in (None, "auto", "none"):
+        params["tool_choice"] = "auto"  # a required call was made; the model may now answer
+    return params
+
+
+def _chat_tool_choice(choice: str | JSONDict | None, names: set[str]) -> Any:
+    if choice is None:
+        return None
+    if isinstance(choice, str):
+        if choice not in ("none", "auto", "required"):
+            raise InvalidRequest("tool_choice must be none, auto or required.", param="tool_choice")
+        return choice
+    kind = choice.get("type")
+    function = choice.get("function") or {}
+    name = function.get("name") if kind == "function" else kind
+    if not isinstance(name, str) or name not in names:
+        raise InvalidRequest(
+            "tool_choice names a tool that is not among the run's tools.", param="tool_choice"
+        )
+    return {"type": "function", "function": {"name": name}}
+
+
+async def _tool_outputs(
+    session: AsyncSession, current: AgentRunRecord, body: SubmitToolOutputsRunRequest
+) -> list[StoredItem]:
+    pending = [
+        str(item.data["call_id"])
+        for item in await load_items(session, current.id, "output")
+        if item.type == "function_call"
+    ]
+    given: dict[str, str] = {}
+    for i, output in enumerate(body.tool_outputs):
+        if output.tool_call_id not in pending:
+            raise InvalidRequest(
+                f"No tool call with id '{str(output.tool_call_id)[:64]}' is awaiting output.",
+                param=f"tool_outputs[{i}].tool_call_id",
+            )
+        given[output.tool_call_id] = output.output or ""
+    missing = [call_id for call_id in pending if call_id not in given]
+    if missing:
+        raise InvalidRequest(
+            f"Expected tool outputs for call ids {', '.join(missing)}.", param="tool_outputs"
+        )
+    return normalize_input(
+        [{"type": "function_call_output", "call_id": c, "output": given[c]} for c in pending],
+        "tool_outputs",
+    )
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+
+async def _get_run(
+    session: AsyncSession,
+    project_id: str,
+    thread_id: str,
+    run_id: str,
+    *,
+    param: str = "run_id",
+    any_thread: bool = False,
+) -> AssistantRunRecord:
+    if not any_thread:
+        await get_thread(session, project_id, thread_id)
+    run = await session.get(AssistantRunRecord, run_id) if len(run_id) <= 64 else None
+    if (
+        run is None
+        or run.project_id != project_id
+        or (not any_thread and run.thread_id != thread_id)
+    ):
+        raise NotFound(f"No run found with id '{run_id[:64]}'.", param=param)
+    return run
+
+
+async def _segment(session: AsyncSession, run: AssistantRunRecord) -> AgentRunRecord | None:
+    if not run.segments:
+        return None
+    return await session.get(AgentRunRecord, run.segments[-1])
+
+
+async def _render(session: AsyncSession, run: AssistantRunRecord) -> JSONDict:
+    segments = [s for s in [await session.get(AgentRunRecord, i) for i in run.segments] if s]
+    current = segments[-1] if segments else None
+    status = str(current.status) if current is not None else RunStatus.FAILED
+    params = run.params
+    required = None
+    if current is not None and status == RunStatus.REQUIRES_ACTION:
+        calls = [
+            {
+                "id": item.data["call_id"],
+                "type": "function",
+                "function": {"name": item.data["name"], "arguments": item.data["arguments"]},
+            }
+            for item in await load_items(session, current.id, "output")
+            if item.type == "function_call"
+        ]
+        required = {"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": calls}}
+    ended = current.updated_at if current is not None else run.created_at
+    return {
+        "id": run.id,
+        "object": "thread.run",
+        "created_at": run.created_at,
+        "thread_id": run.thread_id,
+        "assistant_id": run.assistant_id,
+        "status": status,
+        "required_action": required,
+        "last_error": _last_error(current) if status == RunStatus.FAILED else None,
+        "expires_at": run.created_at + EXPIRY_S
+        if status in (*ACTIVE, RunStatus.REQUIRES_ACTION)
+        else None,
+        "started_at": segments[0].created_at if status != RunStatus.QUEUED and segments else None,
+        "cancelled_at": ended if status == RunStatus.CANCELLED else None,
+        "failed_at": ended if status == RunStatus.FAILED else None,
+        "completed_at": ended if status == RunStatus.COMPLETED else None,
+        "incomplete_details": _incomplete(current) if status == RunStatus.INCOMPLETE else None,
+        "model": params["model"],
+        "instructions": params.get("instructions") or "",
+        "tools": params.get("tools") or [],
+        "metadata": dict(run.metadata_ or {}),
+        "usage": _usage(segments) if status in TERMINAL else None,
+        "temperature": params.get("temperature") if params.get("temperature") is not None else 1.0,
+        "top_p": params.get("top_p") if params.get("top_p") is not None else 1.0,
+        "max_prompt_tokens": params.get("max_prompt_tokens"),
+        "max_completion_tokens": params.get("max_completion_tokens"),
+        "truncation_strategy": params.get("truncation_strategy")
+        or {"type": "auto", "last_messages": None},
+        "tool_choice": params.get("tool_choice") or "auto",
+        "parallel_tool_calls": bool(params.get("parallel_tool_calls", True)),
+        "response_format": params.get("response_format") or "auto",
+    }
+
+
+def _last_error(segment: AgentRunRecord | None) -> JSONDict:
+    error = (segment.error if segment is not None else None) or {}
+    code = error.get("code")
+    return {
+        "code": code if code in _RUN_ERRORS else "server_error",
+        "message": str(error.get("message") or "The run failed."),
+    }
+
+
+def _incomplete(segment: AgentRunRecord | None) -> JSONDict:
+    reason = ((segment.incomplete_details if segment is not None else None) or {}).get("reason")
+    return {"reason": _INCOMPLETE.get(str(reason), "max_completion_tokens")}
+
+
+def _usage(segments: list[AgentRunRecord]) -> JSONDict | None:
+    if not any(s.usage for s in segments):
+        return None
+    prompt = sum(int((s.usage or {}).get("input_tokens", 0)) for s in segments)
+    completion = sum(int((s.usage or {}).get("output_tokens", 0)) for s in segments)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+
+
+# -- steps --------------------------------------------------------------------------------------
+
+
+async def run_steps(session: AsyncSession, run: AssistantRunRecord) -> list[JSONDict]:
+    """The run's steps, oldest first, from its segments' stored items."""
+    segments = [s for s in [await session.get(AgentRunRecord, i) for i in run.segments] if s]
+    rows = list(
+        await session.scalars(
+            select(AgentItemRecord)
+            .where(AgentItemRecord.run_id.in_([s.id for s in segments]))
+            .order_by(AgentItemRecord.created_at, AgentItemRecord.position)
+        )
+    )
+    by_segment: dict[str, list[AgentItemRecord]] = {s.id: [] for s in segments}
+    outputs: dict[str, tuple[str, int]] = {}
+    for row in rows:
+        if row.phase == "input" and row.type == "function_call_output":
+            outputs[str(row.data["call_id"])] = (str(row.data.get("output", "")), row.created_at)
+        elif row.phase == "output":
+            by_segment[row.run_id].append(row)
+    current = segments[-1] if segments else None
+    owner = {"id": run.id, "thread_id": run.thread_id, "assistant_id": run.assistant_id}
+    steps: list[JSONDict] = []
+    for segment in segments:
+        items = sorted(by_segment[segment.id], key=lambda r: r.position)
+        pending: list[AgentItemRecord] = []
+        for row in items:
+            if row.type == "function_call":
+                pending.append(row)
+                continue
+            steps += _function_steps(owner, pending, outputs, segment, current)
+            pending = []
+            if row.type == "message":
+                step = message_step(owner, row.id, row.created_at)
+                steps.append(finish_step(step, "completed", row.created_at))
+            elif row.type in ("file_search_call", "code_interpreter_call", "mcp_call"):
+                detail = tool_call_detail(row.data, (row.call or {}).get("output"))
+                step = tool_step(owner, row.id, row.created_at, [detail])
+                steps.append(finish_step(step, "completed", row.created_at))
+        steps += _function_steps(owner, pending, outputs, segment, current)
+    return steps
+
+
+def _function_steps(
+    owner: JSONDict,
+    calls: list[AgentItemRecord],
+    outputs: dict[str, tuple[str, int]],
+    segment: AgentRunRecord,
+    current: AgentRunRecord | None,
+) -> list[JSONDict]:
+    if not calls:
+        return []
+    details = []
+    done_at = None
+    for row in calls:
+        answer = outputs.get(str(row.data["call_id"]))
+        details.append(tool_call_detail(row.data, answer[0] if answer else None))
+        done_at = answer[1] if answer else None
+    step = tool_step(owner, calls[0].id, calls[0].created_at, details)
+    if all(outputs.get(str(r.data["call_id"])) for r in calls):
+        return [finish_step(step, "completed", done_at)]
+    status = str(current.status) if current is not None else "failed"
+    if segment is current and status == RunStatus.REQUIRES_ACTION:
+        return [step]
+    final = {"cancelled": "cancelled", "expired": "expired", "failed": "failed"}.get(status)
+    ended = current.updated_at if current is not None else now_s()
+    return [finish_step(step, final or "cancelled", ended)]
+
+
+async def _function_step(session: AsyncSession, run: AssistantRunRecord) -> JSONDict | None:
+    """The function-call step the submitted outputs complete (for ``step.completed``)."""
+    await session.flush()
+    found = None
+    for step in await run_steps(session, run):
+        calls = step["step_details"].get("tool_calls") or []
+        if any(call["type"] == "function" for call in calls):
+            found = step
+    return found
