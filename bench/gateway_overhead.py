@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -412,6 +413,10 @@ def main() -> None:
     args = parser.parse_args()
     levels = tuple(int(x) for x in args.levels.split(","))
 
+    # SIGTERM (and SIGINT, even when started in the background) unwind through `finally`, so
+    # the servers this script started are always stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     venv = None if args.no_litellm else litellm_venv(args.litellm_venv)
     procs: list[subprocess.Popen[bytes] | subprocess.Popen[str]] = []
     with tempfile.TemporaryDirectory(prefix="rixin-gw-") as tmp:
@@ -457,7 +462,7 @@ def main() -> None:
             print("  ".join(f"{t.name} :{t.port} pid {t.pid}" for t in targets), flush=True)
             if args.hold:
                 print("holding; Ctrl-C to stop", flush=True)
-                with contextlib.suppress(KeyboardInterrupt):
+                with contextlib.suppress(KeyboardInterrupt, SystemExit):
                     while True:
                         time.sleep(3600)
                 return

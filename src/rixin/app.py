@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from rixin import __version__
 from rixin.api import (
     admin,
+    assistants,
     chat,
     conversations,
     embeddings,
@@ -21,6 +22,7 @@ from rixin.api import (
     health,
     models,
     responses,
+    threads,
     vector_stores,
 )
 from rixin.api.idempotency import IdempotencyMiddleware
@@ -37,6 +39,7 @@ from rixin.services.embeddings import EmbeddingService, RerankService
 from rixin.services.files import FileService
 from rixin.services.models import ModelManager
 from rixin.services.responses import build_agent_services
+from rixin.services.runs import build_assistants_services
 from rixin.services.vector_stores import INGEST_JOB, VectorStoreService
 from rixin.settings import Settings
 from rixin.store.blobs import BlobStore
@@ -62,6 +65,9 @@ def build_services(settings: Settings, engine_ctx: EngineContext | None = None) 
     responses, conversations = build_agent_services(
         settings, db, chat_service, manager, jobs, vector_stores=vector_stores
     )
+    assistants_, threads_, runs_ = build_assistants_services(
+        settings, db, responses.engine, manager, jobs
+    )
     return Services(
         settings=settings,
         db=db,
@@ -81,6 +87,9 @@ def build_services(settings: Settings, engine_ctx: EngineContext | None = None) 
         vector_stores=vector_stores,
         responses=responses,
         conversations=conversations,
+        assistants=assistants_,
+        threads=threads_,
+        runs=runs_,
     )
 
 
@@ -124,12 +133,14 @@ def create_app(
         services.blobs.sweep_tmp()
         await services.workers.start()
         await services.responses.start()
+        await services.runs.start()
         await services.vector_stores.start()
         if on_ready is not None:
             on_ready(app)
         try:
             yield
         finally:
+            await services.runs.aclose()
             await services.responses.aclose()
             await services.workers.stop()
             await services.vector_stores.aclose()
@@ -149,7 +160,7 @@ def create_app(
     app.state.services = services
     errors.install(app)
     routers = (health, models, chat, embeddings, admin, files, vector_stores)
-    for module in (*routers, responses, conversations):
+    for module in (*routers, responses, conversations, assistants, threads):
         app.include_router(module.router)
     app.add_middleware(IdempotencyMiddleware, services=services)
     app.add_middleware(

@@ -21,6 +21,7 @@ never block one another), ``BEGIN IMMEDIATE`` on SQLite (one writer at a time).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -248,6 +249,26 @@ class JobQueue:
                 return _snapshot(record)
         return None
 
+    async def expire_orphaned_leases(self, host: str) -> int:
+        """End the leases of this host's workers whose process is gone (a kill -9 before this
+        start), so their jobs are retried now rather than when the lease would have run out.
+        Owners are ``host:pid:…``; a live or unknown pid keeps its lease."""
+        now = self.clock()
+        async with self.db.session() as session:
+            running = await session.scalars(
+                select(JobRecord).where(
+                    JobRecord.state == "running", JobRecord.lease_owner.startswith(f"{host}:")
+                )
+            )
+            expired = 0
+            for record in running:
+                if _process_gone(str(record.lease_owner).split(":")[1]):
+                    record.lease_expires_at = now - 1
+                    expired += 1
+        if expired:
+            self.notify()
+        return expired
+
     async def heartbeat(
         self,
         job_id: str,
@@ -397,3 +418,15 @@ async def _job(
     if record is None or record.project_id != project_id:
         raise NotFound(f"No job found with id '{job_id[:64]}'.", param="job_id")
     return record
+
+
+def _process_gone(pid: str) -> bool:
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

@@ -97,6 +97,7 @@ class WorkerPool:
         if self._tasks:
             return
         self._stopping = False
+        await self.queue.expire_orphaned_leases(socket.gethostname())
         self._events = [asyncio.Event() for _ in range(self.concurrency)]
         self._tasks = [
             asyncio.create_task(self._loop(i), name=f"rixin-worker-{i}")

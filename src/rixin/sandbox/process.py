@@ -85,7 +85,9 @@ class SandboxProcess:
         read_fd, write_fd = os.pipe()
         try:
             os.write(write_fd, compiled_filter())  # ~1 KiB: fits the pipe buffer
+        finally:
             os.close(write_fd)
+        try:
             argv = build_argv(
                 layout,
                 policy,
@@ -106,8 +108,6 @@ class SandboxProcess:
             )
         finally:
             os.close(read_fd)
-            with contextlib.suppress(OSError):
-                os.close(write_fd)
         return cls(proc, session_dir)
 
     def kill(self, reason: str | None = None) -> None:

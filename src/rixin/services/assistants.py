@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import Select, tuple_
+from sqlalchemy import Select, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -87,7 +87,7 @@ async def keyset(
 
 
 def normalize_tools(raw: Sequence[JSONDict] | None, param: str = "tools") -> list[JSONDict]:
-    """Assistants tools in their wire shape (``function`` / ``file_search`` / ``code_interpreter``)."""
+    """Assistants tools in their wire shape (function, file_search, code_interpreter)."""
     tools: list[JSONDict] = []
     for i, spec in enumerate(raw or []):
         kind = spec.get("type")
@@ -117,7 +117,9 @@ def normalize_tools(raw: Sequence[JSONDict] | None, param: str = "tools") -> lis
 
 def _function(raw: Any, param: str) -> JSONDict:
     if not isinstance(raw, dict):
-        raise InvalidRequest("A function tool needs a 'function' object.", param=f"{param}.function")
+        raise InvalidRequest(
+            "A function tool needs a 'function' object.", param=f"{param}.function"
+        )
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         raise InvalidRequest(
@@ -210,8 +212,7 @@ def normalize_format(raw: str | JSONDict | None, param: str = "response_format")
         return "auto"
     if not isinstance(raw, dict) or raw.get("type") not in _FORMATS:
         raise InvalidRequest(
-            "response_format must be 'auto' or an object of type text, json_object or "
-            "json_schema.",
+            "response_format must be 'auto' or an object of type text, json_object or json_schema.",
             param=param,
         )
     if raw["type"] == "json_schema":
@@ -323,10 +324,8 @@ class AssistantsService:
         after: str | None = None,
         before: str | None = None,
     ) -> Page:
-        from sqlalchemy import select
-
         async with self.db.session(readonly=True) as session:
-            anchors = []
+            anchors: list[tuple[Any, ...] | None] = []
             for cursor in (after, before):
                 if cursor is None:
                     anchors.append(None)

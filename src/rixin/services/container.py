@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from rixin.auth.service import AuthService
     from rixin.jobs import JobQueue, WorkerPool
     from rixin.observability import Metrics
+    from rixin.services.assistants import AssistantsService
     from rixin.services.chat import ChatService
     from rixin.services.completions import CompletionService
     from rixin.services.conversations import ConversationService
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from rixin.services.files import FileService
     from rixin.services.models import ModelManager
     from rixin.services.responses import ResponsesService
+    from rixin.services.runs import RunsService
+    from rixin.services.threads import ThreadsService
     from rixin.services.vector_stores import VectorStoreService
     from rixin.settings import Settings
     from rixin.store.blobs import BlobStore
@@ -44,3 +47,6 @@ class Services:
     vector_stores: VectorStoreService
     responses: ResponsesService
     conversations: ConversationService
+    assistants: AssistantsService
+    threads: ThreadsService
+    runs: RunsService

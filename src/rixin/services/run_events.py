@@ -187,7 +187,9 @@ class AssistantStream:
         self.opened: set[str] = set()
         self.calls: list[JSONDict] = []
 
-    async def run(self, *, thread: JSONDict | None, submitted: JSONDict | None) -> AsyncIterator[bytes]:
+    async def run(
+        self, *, thread: JSONDict | None, submitted: JSONDict | None
+    ) -> AsyncIterator[bytes]:
         try:
             if thread is not None:
                 yield sse("thread.created", thread)
@@ -228,8 +230,17 @@ class AssistantStream:
         if isinstance(event, RunUpdated):
             return await self._updated(str(event.view.status))
         if isinstance(event, TextDelta):
-            delta = {"content": [{"index": 0, "type": "text", "text": {"value": event.delta, "annotations": []}}]}
-            return [("thread.message.delta", {"id": event.item_id, "object": "thread.message.delta", "delta": delta})]
+            delta = {
+                "content": [
+                    {"index": 0, "type": "text", "text": {"value": event.delta, "annotations": []}}
+                ]
+            }
+            return [
+                (
+                    "thread.message.delta",
+                    {"id": event.item_id, "object": "thread.message.delta", "delta": delta},
+                )
+            ]
         if isinstance(event, ItemAdded):
             return self._added(event.item)
         return self._done(event.item)
@@ -279,7 +290,11 @@ class AssistantStream:
             status = "incomplete" if item.get("status") == "incomplete" else "completed"
             message = stream_message(self.owner, item, status)
             step = finish_step(message_step(self.owner, str(item["id"]), now), "completed", now)
-            event = "thread.message.incomplete" if status == "incomplete" else "thread.message.completed"
+            event = (
+                "thread.message.incomplete"
+                if status == "incomplete"
+                else "thread.message.completed"
+            )
             out += [(event, message), ("thread.run.step.completed", step)]
         elif kind in SERVER_TOOL_ITEMS:
             output = str(item.get("output")) if item.get("output") is not None else None

@@ -33,6 +33,7 @@ from rixin.schemas.assistants import (
     SubmitToolOutputsRunRequest,
 )
 from rixin.services.assistants import (
+    AssistantsService,
     JSONDict,
     Order,
     Page,
@@ -72,7 +73,7 @@ from rixin.store.db import Database
 from rixin.store.ids import new_id
 from rixin.store.records import now_s
 from rixin.store.records_agents import AgentItemRecord, AgentRunRecord
-from rixin.store.records_assistants import AssistantRecord, AssistantRunRecord, ThreadRecord
+from rixin.store.records_assistants import AssistantRecord, AssistantRunRecord
 
 log = logging.getLogger("rixin.assistants")
 
@@ -282,7 +283,9 @@ class RunsService:
             if "response_format" in fields
             else assistant.response_format or "auto"
         )
-        instructions = body.instructions if body.instructions is not None else assistant.instructions
+        instructions = (
+            body.instructions if body.instructions is not None else assistant.instructions
+        )
         return _Plan(
             assistant=assistant,
             model=model,
@@ -539,7 +542,9 @@ class RunsService:
             if after is None:
                 start = max(start, end - limit)
         window = steps[start:end]
-        return Page(window[:limit], has_more=len(window) > limit or (before is not None and start > 0))
+        return Page(
+            window[:limit], has_more=len(window) > limit or (before is not None and start > 0)
+        )
 
     async def retrieve_step(
         self, project_id: str, thread_id: str, run_id: str, step_id: str
@@ -861,3 +866,16 @@ async def _function_step(session: AsyncSession, run: AssistantRunRecord) -> JSON
         if any(call["type"] == "function" for call in calls):
             found = step
     return found
+
+
+def build_assistants_services(
+    settings: Settings, db: Database, engine: RunEngine, models: ModelManager, jobs: JobQueue
+) -> tuple[AssistantsService, ThreadsService, RunsService]:
+    """The Assistants v2 services on the one agent engine (shared with the Responses API)."""
+    assistants = AssistantsService(db, engine, models)
+
+    async def check_resources(project_id: str, resources: JSONDict) -> None:
+        await assistants.check_tools(project_id, [], resources)
+
+    threads = ThreadsService(db, check_resources)
+    return assistants, threads, RunsService(db, engine, models, jobs, settings, threads)
