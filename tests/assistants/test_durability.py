@@ -65,7 +65,9 @@ def test_d2_kill_mid_run_resumes_or_fails_without_duplicates(
                 assert call.required_action is not None
                 tool_call = call.required_action.submit_tool_outputs.tool_calls[0]
                 client.beta.threads.runs.submit_tool_outputs(
-                    run.id, thread_id=thread.id, tool_outputs=[{"tool_call_id": tool_call.id, "output": "ok"}]
+                    run.id,
+                    thread_id=thread.id,
+                    tool_outputs=[{"tool_call_id": tool_call.id, "output": "ok"}],
                 )
             time.sleep(0.5 + 0.3 * attempt)
             server.stop(signal.SIGKILL)

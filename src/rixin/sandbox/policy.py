@@ -41,6 +41,8 @@ class SandboxPolicy:
     #: ``[uid_base, uid_base + max_sessions + pool_size)``: RLIMIT_NPROC is then per session and
     #: leftovers are findable by uid. Pick a range no real account uses.
     uid_base: int = 200_000
+    uid_count: int = 256
+    uid_lock_dir: str = "/run/lock/rixin-sandbox"  # host-wide: uids are leased across services
 
     @property
     def root_mode(self) -> bool:

@@ -93,7 +93,8 @@ def main(argv: list[str]) -> None:
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:  # show the user's frames only, as ``python file.py`` would
-        traceback.print_exception(type(exc), exc, exc.__traceback__.tb_next)
+        tb = exc.__traceback__
+        traceback.print_exception(type(exc), exc, tb.tb_next if tb else None)
         sys.exit(1)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import secrets
 import signal
@@ -75,6 +76,47 @@ def uid_processes(uid: int) -> list[int]:
     return pids
 
 
+def _kill_uid(uid: int) -> None:
+    for pid in uid_processes(uid):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+class _UidLeases:
+    """Root mode: per-session host uids, leased host-wide with ``flock`` so that two services
+    (or a test and a server) on one machine never share a uid, nor kill each other's processes.
+    """
+
+    def __init__(self, policy: SandboxPolicy) -> None:
+        self._range = range(policy.uid_base, policy.uid_base + policy.uid_count)
+        self._locks = Path(policy.uid_lock_dir)
+        self._held: dict[int, int] = {}
+
+    def acquire(self) -> int:
+        self._locks.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for uid in self._range:
+            if uid in self._held:
+                continue
+            fd = os.open(
+                self._locks / f"uid-{uid}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+            )
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            self._held[uid] = fd
+            _kill_uid(uid)  # a straggler of a crashed service must not share the new session
+            return uid
+        raise Overloaded("too many code interpreter sessions on this host", retry_after=30)
+
+    def release(self, uid: int) -> None:
+        _kill_uid(uid)
+        fd = self._held.pop(uid, None)
+        if fd is not None:
+            os.close(fd)
+
+
 class SandboxService:
     """Sessions of confined Python; see ``rixin.sandbox`` for the confinement itself."""
 
@@ -89,11 +131,7 @@ class SandboxService:
         self.policy = policy or SandboxPolicy()
         self._layout = layout or HostLayout.detect()
         self._sessions: dict[str, Session] = {}
-        self._free_uids: list[int] = []
-        if self.policy.root_mode:
-            count = self.policy.max_sessions + self.policy.pool_size
-            base = self.policy.uid_base
-            self._free_uids = list(range(base + count - 1, base - 1, -1))
+        self._uids = _UidLeases(self.policy) if self.policy.root_mode else None
         self._runs = asyncio.Semaphore(self.policy.max_concurrent_runs)
         self._pool = WarmPool(self.policy.pool_size, self._new_session, self._close)
         self._reaper: asyncio.Task[None] | None = None
@@ -119,21 +157,15 @@ class SandboxService:
         self._pool.refill()
 
     async def _new_session(self) -> Session:
-        if self.policy.root_mode and not self._free_uids:
-            raise Overloaded("too many code interpreter sessions", retry_after=30)
-        uid = self._free_uids.pop() if self.policy.root_mode else None
-        if uid is not None:
-            for pid in uid_processes(uid):  # never share a uid with a straggler
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
+        uid = self._uids.acquire() if self._uids is not None else None
         session_id = "cisess_" + secrets.token_hex(16)
         try:
             return await asyncio.to_thread(
                 Session.create, session_id, self.root, self.layout, self.policy, uid
             )
         except BaseException:
-            if uid is not None:
-                self._free_uids.append(uid)
+            if self._uids is not None and uid is not None:
+                self._uids.release(uid)
             raise
 
     async def create_session(self, project_id: str) -> Session:
@@ -239,11 +271,8 @@ class SandboxService:
         session.closed = True
         async with session.lock:
             await session.close()
-        if session.host_uid is not None:
-            for pid in uid_processes(session.host_uid):
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-            self._free_uids.append(session.host_uid)
+        if self._uids is not None and session.host_uid is not None:
+            self._uids.release(session.host_uid)
 
     async def reap(self) -> int:
         """Close sessions idle longer than the policy's TTL; return how many were closed."""

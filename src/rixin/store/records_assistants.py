@@ -49,7 +49,7 @@ class AssistantRecord(Base):
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON, default=None)
     temperature: Mapped[float | None] = mapped_column(Float, default=None)
     top_p: Mapped[float | None] = mapped_column(Float, default=None)
-    response_format: Mapped[Any] = mapped_column(JSON, default=None)
+    response_format: Mapped[Any] = mapped_column(JSON, nullable=True, default=None)
     reasoning_effort: Mapped[str | None] = mapped_column(String(16), default=None)
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_s)
 

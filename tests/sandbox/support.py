@@ -1,0 +1,44 @@
+"""Helpers shared by the sandbox tests (imported as ``sandbox.support``)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from rixin.sandbox import SandboxPolicy, SandboxService
+
+#: Tight limits so that every abuse test ends in seconds.
+TEST_POLICY = SandboxPolicy(
+    cpu_seconds=3,
+    memory_bytes=512 << 20,
+    max_processes=32,
+    max_file_bytes=8 << 20,
+    disk_bytes=32 << 20,
+    max_dir_entries=2_000,
+    default_timeout_s=10.0,
+    wall_timeout_s=15.0,
+    output_bytes=64 << 10,
+    artifact_bytes=1 << 20,
+    pool_size=0,
+    idle_ttl_s=3600.0,
+)
+
+
+async def run_json(svc: SandboxService, session_id: str, code: str, **kw: object) -> dict:
+    """Run code whose last stdout line is a JSON object; fail with its stderr otherwise."""
+    result = await svc.run(session_id, code, **kw)  # type: ignore[arg-type]
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def pid_namespace_members(ns: str) -> list[int]:
+    """Host pids whose pid namespace is ``ns`` (as ``readlink /proc/self/ns/pid`` showed it)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.readlink(f"/proc/{entry}/ns/pid") == ns:
+                    members.append(int(entry))
+            except OSError:
+                continue
+    return members
