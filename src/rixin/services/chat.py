@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rixin.engines.base import Capabilities
+from rixin.engines.router import Router
 from rixin.errors import InvalidRequest, UnsupportedParameter
 from rixin.observability import Metrics
 from rixin.schemas.chat import ChatCompletionRequest, NamedToolChoice
@@ -70,12 +71,8 @@ class ChatService:
 
     async def complete(self, req: ChatCompletionRequest) -> Reply:
         """A finished ``chat.completion`` (``req.stream`` is ignored); for internal callers too."""
-        served = self.models.get(req.model, "chat")
-        caps = served.capabilities
-        self._validate(req, caps)
-        plan = _ToolPlan.of(req, caps)
-        body = self._backend_body(req.model_copy(update={"stream": False}), plan)
-        routed = await served.require_router().call(lambda backend: backend.chat(body))
+        router, plan, body = self._prepare(req.model_copy(update={"stream": False}))
+        routed = await router.call(lambda backend: backend.chat(body))
         return Reply(self._finish(routed.value, req, plan), routed.replica)
 
     async def open_chunks(self, req: ChatCompletionRequest) -> ChunkStream:
@@ -84,15 +81,18 @@ class ChatService:
         The agent engine consumes these directly; ``aclose`` cancels generation upstream.
         """
         req = req.model_copy(update={"stream": True})
-        served = self.models.get(req.model, "chat")
-        caps = served.capabilities
-        self._validate(req, caps)
-        plan = _ToolPlan.of(req, caps)
-        body = self._backend_body(req, plan)
-        stream = await served.require_router().open_stream(lambda b: b.stream_chat(body))
+        router, plan, body = self._prepare(req)
+        stream = await router.open_stream(lambda backend: backend.stream_chat(body))
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         chunks = self._stream_chunks(stream, req, plan, include_usage)
         return ChunkStream(chunks, stream.aclose, stream.replica)
+
+    def _prepare(self, req: ChatCompletionRequest) -> tuple[Router[Any], _ToolPlan, dict[str, Any]]:
+        """Validate against the model's capabilities; the router, tool plan and backend body."""
+        served = self.models.get(req.model, "chat")
+        self._validate(req, served.capabilities)
+        plan = _ToolPlan.of(req, served.capabilities)
+        return served.require_router(), plan, self._backend_body(req, plan)
 
     # -- validation ---------------------------------------------------------------------------
 
