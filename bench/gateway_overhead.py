@@ -8,7 +8,10 @@ model ``fake-chat`` -> ``openai/fake-model`` on the same mock. A raw-socket asyn
 mock directly, to rixin and to LiteLLM, alternating targets (order rotated every repetition), at
 1, 4, 16 and 64 concurrent clients: a warm-up, then ``--requests`` timed requests per level,
 ``--reps`` repetitions. Added latency = proxy percentile - direct percentile in the same
-repetition; figures are medians over repetitions, each with the load average.
+repetition; figures are medians over repetitions, each with the load average. Also reported:
+each server's CPU time per request (``/proc/<pid>/stat``; far less sensitive to the machine's
+load than latency) and the best throughput with p95 < 50 ms. ``--variant NAME=PYTHONPATH`` adds
+a rixin started with that path prepended, to try a change side by side.
 
     make bench-gateway     # or: .venv/bin/python bench/gateway_overhead.py --requests 400 --reps 3
     LITELLM_VENV=/path/to/venv make bench-gateway    # reuse an existing LiteLLM install

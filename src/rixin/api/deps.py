@@ -11,7 +11,8 @@ from rixin.errors import AuthenticationFailed, PermissionDenied
 from rixin.services.container import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    """``async`` on purpose: a plain ``def`` dependency costs a thread-pool hop per request."""
     services: Services = request.app.state.services
     return services
 
@@ -30,7 +31,7 @@ def _bearer(request: Request) -> str | None:
 
 
 async def get_principal(request: Request) -> Principal:
-    services = get_services(request)
+    services: Services = request.app.state.services
     source = request.client.host if request.client else "unknown"
     principal = await services.auth.authenticate(_bearer(request), source=source)
     request.state.principal = principal
@@ -50,8 +51,9 @@ async def get_admin(request: Request) -> Principal:
 AdminDep = Annotated[Principal, Depends(get_admin)]
 
 
-def get_auth(request: Request) -> AuthService:
-    return get_services(request).auth
+async def get_auth(request: Request) -> AuthService:
+    services: Services = request.app.state.services
+    return services.auth
 
 
 AuthDep = Annotated[AuthService, Depends(get_auth)]

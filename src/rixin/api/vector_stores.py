@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
-from rixin.api.deps import PrincipalDep, get_services
+from rixin.api.deps import PrincipalDep, ServicesDep
 from rixin.schemas.vector_stores import (
     CreateVectorStoreFileBatchRequest,
     CreateVectorStoreFileRequest,
@@ -34,9 +34,8 @@ from rixin.services.vector_stores import VectorStoreService
 router = APIRouter(prefix="/v1/vector_stores", tags=["vector_stores"])
 
 
-def get_vector_stores(request: Request) -> VectorStoreService:
-    service: VectorStoreService = get_services(request).vector_stores
-    return service
+async def get_vector_stores(services: ServicesDep) -> VectorStoreService:
+    return services.vector_stores
 
 
 StoresDep = Annotated[VectorStoreService, Depends(get_vector_stores)]

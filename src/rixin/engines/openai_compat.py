@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import codecs
+import itertools
 import json
 import logging
 import re
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 5.0
 HEALTH_TIMEOUT_S = 5.0
 MAX_ERROR_BODY_BYTES = 64 * 1024
+POOL_SHARD = 8
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 _KEY_PATTERN = re.compile(r"\b(sk-|Bearer\s+)[A-Za-z0-9_\-.*]{4,}")
 
@@ -171,17 +173,27 @@ class _Upstream:
         all_headers = dict(headers or {})
         if api_key:
             all_headers["Authorization"] = f"Bearer {api_key}"
-        self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"),
-            headers=all_headers,
-            timeout=httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            follow_redirects=False,
-            trust_env=False,  # no .netrc credentials, no proxy from a stray environment variable
-            transport=transport,
-        )
+        # httpcore scans every pooled connection (a poll() each) on every request, so one big
+        # pool costs O(connections) per request: shard it into pools of at most POOL_SHARD.
+        shards = -(-max(1, max_connections) // POOL_SHARD)
+        per_shard = -(-max(1, max_connections) // shards)
+        self._clients = [
+            httpx.AsyncClient(
+                base_url=base_url.rstrip("/"),
+                headers=all_headers,
+                timeout=httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)),
+                limits=httpx.Limits(max_connections=per_shard, max_keepalive_connections=per_shard),
+                follow_redirects=False,
+                trust_env=False,  # no .netrc credentials, no proxy from a stray environment
+                transport=transport,
+            )
+            for _ in range(shards)
+        ]
+        self._turn = itertools.cycle(self._clients)
+
+    def _client(self) -> httpx.AsyncClient:
+        """The next pool shard, in turn."""
+        return next(self._turn)
 
     def redact(self, text: str) -> str:
         if self._key:
@@ -192,7 +204,7 @@ class _Upstream:
         """POST ``body`` as JSON; the answer must be an object with the field ``expect``."""
         try:
             async with asyncio.timeout(self._timeout_s):  # httpx's read timeout is per read
-                resp = await self._client.post(path, json=body)
+                resp = await self._client().post(path, json=body)
             if resp.is_error or resp.is_redirect:
                 raise self._status_error(resp, resp.content[:MAX_ERROR_BODY_BYTES])
             data = resp.json()
@@ -210,7 +222,7 @@ class _Upstream:
         """The JSON objects of an SSE response until ``[DONE]``; closing the iterator closes the
         upstream connection at once, so the upstream sees the client's disconnect."""
         try:
-            async with self._client.stream("POST", path, json=body) as resp:
+            async with self._client().stream("POST", path, json=body) as resp:
                 if resp.is_error or resp.is_redirect:
                     raise self._status_error(resp, await _read_capped(resp))
                 async with aclosing(self._decode(resp)) as objects:
@@ -258,7 +270,7 @@ class _Upstream:
     async def health(self) -> bool:
         """The server answers its health path with anything but a 5xx or an auth failure."""
         try:
-            resp = await self._client.get(
+            resp = await self._client().get(
                 self._health_path, timeout=min(HEALTH_TIMEOUT_S, self._timeout_s)
             )
         except httpx.HTTPError:
@@ -266,7 +278,8 @@ class _Upstream:
         return resp.status_code < 500 and resp.status_code not in (401, 403)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        for client in self._clients:
+            await client.aclose()
 
     def _status_error(self, resp: httpx.Response, raw: bytes) -> BackendStatusError:
         body: dict[str, object] = {}
