@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: run test lint fmt bench bench-serving bench-gateway bench-generation bench-embeddings \
-	bench-retrieval bench-search lock clean-venv
+	bench-retrieval bench-retrieval-api bench-search lock clean-venv
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ bench-embeddings: $(STAMP)
 bench-retrieval: $(STAMP)
 	$(BIN)/python bench/retrieval_quality.py --dataset scifact
 	$(BIN)/python bench/retrieval_quality.py --dataset rgb
+
+bench-retrieval-api: $(STAMP)
+	$(BIN)/python bench/retrieval_api.py --dataset scifact --data-dir .bench/api-scifact
+	$(BIN)/python bench/retrieval_api.py --dataset rgb --data-dir .bench/api-rgb
 
 bench-search: $(STAMP)
 	$(BIN)/python bench/search_latency.py

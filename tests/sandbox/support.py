@@ -32,13 +32,21 @@ async def run_json(svc: SandboxService, session_id: str, code: str, **kw: object
 
 
 def pid_namespace_members(ns: str) -> list[int]:
-    """Host pids whose pid namespace is ``ns`` (as ``readlink /proc/self/ns/pid`` showed it)."""
+    """Live host pids in pid namespace ``ns`` (``readlink /proc/self/ns/pid`` inside).
+
+    Zombies are left out: they hold no memory, files or CPU, only a pid until their new parent
+    (the host's init) reaps them.
+    """
     members = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                if os.readlink(f"/proc/{entry}/ns/pid") == ns:
-                    members.append(int(entry))
+                if os.readlink(f"/proc/{entry}/ns/pid") != ns:
+                    continue
+                with open(f"/proc/{entry}/stat", encoding="ascii") as fh:
+                    state = fh.read().rsplit(")", 1)[1].split()[0]
             except OSError:
                 continue
+            if state not in ("Z", "X"):
+                members.append(int(entry))
     return members

@@ -82,6 +82,7 @@ def build_argv(
     seccomp_fd: int,
     tag: str,
     host_uid: int | None,
+    info_fd: int | None = None,
 ) -> list[str]:
     """The full argv: bwrap, its options, then the runner with the limits it applies.
 
@@ -119,6 +120,8 @@ def build_argv(
     for key, value in _ENV.items():
         args += ["--setenv", key, value]
     args += ["--seccomp", str(seccomp_fd)]
+    if info_fd is not None:
+        args += ["--info-fd", str(info_fd)]
     args += [*drop, str(layout.python), "-I", "-S", "-B", RUNNER, "--session", tag]
     args += ["--cpu", str(policy.cpu_seconds), "--as", str(policy.memory_bytes)]
     args += ["--nproc", str(policy.max_processes), "--fsize", str(policy.max_file_bytes)]

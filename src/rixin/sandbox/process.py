@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import time
@@ -58,9 +59,12 @@ def dir_usage(root: Path, max_entries: int) -> tuple[int, int]:
 class SandboxProcess:
     """A runner already confined and blocked on stdin; ``execute`` may be called once."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, session_dir: Path) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, session_dir: Path, init: tuple[int, str] | None
+    ) -> None:
         self._proc = proc
         self._dir = session_dir
+        self._init = init  # (host pid, pid-namespace link) of the sandbox's pid 1
         self._reason: str | None = None
         self.spawned_at = time.monotonic()
 
@@ -87,6 +91,7 @@ class SandboxProcess:
             os.write(write_fd, compiled_filter())  # ~1 KiB: fits the pipe buffer
         finally:
             os.close(write_fd)
+        info_read, info_write = os.pipe()
         try:
             argv = build_argv(
                 layout,
@@ -95,24 +100,37 @@ class SandboxProcess:
                 seccomp_fd=read_fd,
                 tag=tag,
                 host_uid=host_uid,
+                info_fd=info_write,
             )
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                pass_fds=(read_fd,),
+                pass_fds=(read_fd, info_write),
                 start_new_session=True,
                 env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
                 cwd="/",
             )
         finally:
             os.close(read_fd)
-        return cls(proc, session_dir)
+            os.close(info_write)
+        try:
+            info = await asyncio.to_thread(_read_info, info_read)
+        finally:
+            os.close(info_read)
+        return cls(proc, session_dir, info)
 
     def kill(self, reason: str | None = None) -> None:
         if self._reason is None:
             self._reason = reason
+        # pid 1 first: when a pid namespace's init dies the kernel kills all its members. Its
+        # --die-with-parent is not relied on alone (it can be lost when bwrap changes creds).
+        if self._init is not None:
+            pid, ns = self._init
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/ns/pid") == ns:
+                    os.kill(pid, signal.SIGKILL)
         if self._proc.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self._proc.pid, signal.SIGKILL)
@@ -160,7 +178,9 @@ class SandboxProcess:
                 timed_out = True
                 self.kill("wall_timeout")
                 await self._proc.wait()
-            (stdout, stdout_total), (stderr, stderr_total) = await asyncio.gather(out, err)
+            self.kill()  # the code's own background processes end with it
+            pumps = asyncio.gather(out, err)
+            (stdout, stdout_total), (stderr, stderr_total) = await asyncio.wait_for(pumps, 5)
         finally:
             watchdog.cancel()
             self.kill()
@@ -186,6 +206,18 @@ class SandboxProcess:
             stdin.write(code)
             await stdin.drain()
         stdin.close()
+
+
+def _read_info(fd: int) -> tuple[int, str] | None:
+    """bwrap's ``--info-fd`` JSON: the host pid of the sandbox's pid 1, and its pid namespace."""
+    data = b""
+    while chunk := os.read(fd, 4096):
+        data += chunk
+    try:
+        pid = int(json.loads(data)["child-pid"])
+        return pid, os.readlink(f"/proc/{pid}/ns/pid")
+    except (ValueError, KeyError, TypeError, OSError):
+        return None
 
 
 def _signal_reason(code: int | None) -> str | None:
