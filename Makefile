@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: run test lint fmt bench bench-serving bench-gateway bench-generation bench-embeddings \
-	bench-retrieval bench-retrieval-api bench-search lock clean-venv
+	bench-agents bench-retrieval bench-retrieval-api bench-search lock clean-venv
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ bench-generation: $(STAMP)
 
 bench-embeddings: $(STAMP)
 	$(BIN)/python bench/embeddings.py
+
+bench-agents: $(STAMP)
+	$(BIN)/python bench/agents.py
 
 bench-retrieval: $(STAMP)
 	$(BIN)/python bench/retrieval_quality.py --dataset scifact

@@ -401,10 +401,14 @@ def report_overhead(label: str, blocks: dict[str, list[Block]], latency_ms: floa
         )
     r_tot = med([med(totals(b)) for b in resp])
     c_tot = med([med(totals(b)) for b in chat])
-    over = [med(totals(a)) - med(totals(b)) for a, b in zip(resp, chat, strict=True)]
-    per_step = med(over) / steps
+    # Per repetition: the mean over steps of median(responses step) - median(chat step).
+    over = [
+        statistics.fmean(med(step(a, i)) - med(step(b, i)) for i in range(steps))
+        for a, b in zip(resp, chat, strict=True)
+    ]
+    per_step = med(over)
     r_cpu, c_cpu = med([b.cpu_ms for b in resp]), med([b.cpu_ms for b in chat])
-    reps = ", ".join(f"{x / steps:.2f}" for x in over)
+    reps = ", ".join(f"{x:.2f}" for x in over)
     print(
         f"responses {label} latency p50 = {r_tot:.2f} ms (peer chat completions {c_tot:.2f} ms, "
         f"ratio {r_tot / c_tot:.3f}, anchor mock model time {latency_ms * steps:.0f} ms), "
@@ -940,6 +944,7 @@ def main() -> None:
     if args.serve_mock:
         asyncio.run(_serve_mock(args.port, args.latency_ms / 1000))
         return
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on the way out
     args.peer_choices = [c for c in args.peer_choices.split(",") if c]
     parts = set(args.parts.split(","))
     print(f"load at start {load():.2f}, {os.cpu_count()} CPUs", flush=True)

@@ -24,6 +24,7 @@ from rixin.knowledge.parsing.limits import ParseLimits
 log = logging.getLogger("rixin.knowledge.parsing")
 
 _CHILD_ENV = {"LC_ALL": "C.UTF-8", "PATH": "/usr/bin:/bin"}  # none of the server's secrets
+_REAP_TIMEOUT_S = 5.0
 _STDERR_CAP = 64 * 1024
 DEFAULT_LIMITS = ParseLimits()
 
@@ -68,8 +69,21 @@ async def parse_file_async(
     finally:
         if proc.returncode is None:
             _kill_group(proc.pid)
-            await proc.wait()
+        await _reap(proc)
     return _reply(proc.returncode, out, err)
+
+
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    """Wait for the (killed) child and drain its pipes.
+
+    ``proc.wait()`` alone can hang: when a reader stopped early (output over the cap) the pipe
+    transport stays paused, never sees EOF, and asyncio waits for that before it reports exit.
+    Reading the rest resumes it; the child is dead, so what is left is at most a pipe buffer.
+    """
+    try:
+        await asyncio.wait_for(proc.communicate(), timeout=_REAP_TIMEOUT_S)
+    except (TimeoutError, OSError, ValueError):
+        log.warning("parser subprocess %s did not close its pipes", proc.pid)
 
 
 def extension_hint(filename: str) -> str:
