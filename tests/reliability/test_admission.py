@@ -23,12 +23,17 @@ ROUTER = '{"health_check_interval_s": 3600}'
 QUEUE_DEPTH = re.compile(r'^rixin_queue_depth\{model="fake-chat"\} (\S+)$', re.MULTILINE)
 
 
-async def test_l2_burst_beyond_capacity_is_rejected_fast(
-    start_rixin: StartRixin, fake_upstream: tuple[FakeUpstream, str], fake: FakeUpstream
-) -> None:
+async def test_l2_burst_beyond_capacity_is_rejected_fast(start_rixin: StartRixin) -> None:
     """L2: a 3× burst: the excess gets 503/429 + Retry-After at once, the rest all complete,
     the upstream never sees more than ``max_concurrency`` and the queue never passes its cap."""
-    _, base_url = fake_upstream
+    # A private upstream: the shared one also answers other servers' health probes, which
+    # would count in its in-flight figure.
+    fake = FakeUpstream()
+    with fake.serve() as base_url:
+        await _burst(start_rixin, fake, base_url)
+
+
+async def _burst(start_rixin: StartRixin, fake: FakeUpstream, base_url: str) -> None:
     models = fake_models(base_url, max_concurrency=MAX_CONCURRENCY, max_queue=MAX_QUEUE)
     server = start_rixin(models=models, env={"RIXIN_ROUTER": ROUTER})
     fake.behaviour.latency_s = LATENCY_S

@@ -83,6 +83,7 @@ class FakeStats:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self.requests = 0
+        """Model-work requests (POSTs); GETs such as health probes count only in ``paths``."""
         self.paths: Counter[str] = Counter()
         self.last_body: dict[str, Any] | None = None
         self.in_flight = 0
@@ -102,9 +103,9 @@ class FakeStats:
         with self._cond:
             return self._cond.wait_for(lambda: self.in_flight == 0, timeout)
 
-    def _received(self, path: str, body: dict[str, Any] | None) -> None:
+    def _received(self, path: str, body: dict[str, Any] | None, *, work: bool = True) -> None:
         with self._cond:
-            self.requests += 1
+            self.requests += work
             self.paths[path] += 1
             self.last_body = body
 
@@ -333,7 +334,7 @@ class FakeUpstream:
         return self._exchange(lambda send: _send_json(send, JSONResponse(result)))
 
     async def _receive_get(self, request: Request) -> tuple[None, Response | None]:
-        self.stats._received(request.url.path, None)
+        self.stats._received(request.url.path, None, work=False)
         if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
             return None, _error(401, "Incorrect API key provided", "invalid_api_key")
         return None, None
