@@ -15,8 +15,9 @@ import openai
 import pytest
 
 from harness import REPO, RixinProcess
+from scripted_upstream import ScriptedUpstream
 
-from .conftest import ScriptedUpstream, agent_env, agent_models
+from .conftest import agent_env, agent_models
 
 HERE = Path(__file__).resolve().parent
 

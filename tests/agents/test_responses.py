@@ -16,8 +16,7 @@ import pytest
 
 from harness import RixinProcess
 from openapi_spec import validate
-
-from .conftest import ScriptedUpstream, call_text
+from scripted_upstream import ScriptedUpstream, call_text
 
 EVENT_SCHEMAS = {
     "response.created": "ResponseCreatedEvent",

@@ -12,8 +12,8 @@ import pytest
 
 from harness import RixinProcess
 from openapi_spec import validate
+from scripted_upstream import call_text
 
-from .conftest import call_text
 from .mcp_server import McpServer
 
 

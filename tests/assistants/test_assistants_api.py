@@ -17,8 +17,9 @@ import pytest
 
 from harness import RixinProcess
 from openapi_spec import validate
+from scripted_upstream import ScriptedUpstream, call_text
 
-from .conftest import ScriptedUpstream, beta_client, call_text, member_key, raw
+from .conftest import beta_client, member_key, raw
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -12,8 +12,9 @@ import openai
 import pytest
 
 from harness import RixinProcess
+from scripted_upstream import ScriptedUpstream, call_text
 
-from .conftest import ENV, ScriptedUpstream, assistant_models, beta_client, call_text
+from .conftest import ENV, assistant_models, beta_client
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -9,6 +9,7 @@ again after a crash: RELIABILITY D4), or *approval-gated* (the engine stops at
 
 from __future__ import annotations
 
+import abc
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -88,7 +89,7 @@ class Tool(Protocol):
 
 
 @dataclass
-class BaseTool:
+class BaseTool(abc.ABC):
     """A server-side tool; subclasses override ``run`` and usually ``call_item``."""
 
     name: str
@@ -109,8 +110,9 @@ class BaseTool:
             "arguments": call.arguments,
         }
 
+    @abc.abstractmethod
     async def run(self, call: ToolCall, ctx: ToolContext) -> ToolOutput:
-        raise NotImplementedError
+        """Execute the call (server-side tools) and return what the model sees."""
 
 
 @dataclass
