@@ -16,6 +16,7 @@ from rixin.api import (
     assistants,
     chat,
     conversations,
+    dify,
     embeddings,
     errors,
     files,
@@ -30,6 +31,7 @@ from rixin.api.middleware import LOOPBACK_HOSTS, EdgeMiddleware, EdgeState
 from rixin.auth.service import AuthService
 from rixin.engines.registry import EngineContext
 from rixin.jobs import JobQueue, WorkerPool
+from rixin.knowledge.external import ExternalKnowledgeClient
 from rixin.knowledge.store_index import StoreIndexes
 from rixin.observability import Metrics
 from rixin.services.chat import ChatService
@@ -59,7 +61,8 @@ def build_services(settings: Settings, engine_ctx: EngineContext | None = None) 
     jobs = JobQueue(db)
     workers = WorkerPool(jobs)
     indexes = StoreIndexes(settings.data_dir / "index", db)
-    vector_stores = VectorStoreService(db, manager, jobs, blobs, indexes)
+    external = ExternalKnowledgeClient.from_settings(settings.knowledge, os.environ)
+    vector_stores = VectorStoreService(db, manager, jobs, blobs, indexes, external)
     workers.register(INGEST_JOB, vector_stores.ingest)
     chat_service = ChatService(manager, metrics, settings)
     responses, conversations = build_agent_services(
@@ -159,7 +162,7 @@ def create_app(
     )
     app.state.services = services
     errors.install(app)
-    routers = (health, models, chat, embeddings, admin, files, vector_stores)
+    routers = (health, models, chat, embeddings, admin, files, vector_stores, dify)
     for module in (*routers, responses, conversations, assistants, threads):
         app.include_router(module.router)
     app.add_middleware(IdempotencyMiddleware, services=services)

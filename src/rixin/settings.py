@@ -78,6 +78,17 @@ class AgentSettings(BaseModel):
     """Extra modules to import at start-up; each may register tools (``register_tools``)."""
 
 
+class KnowledgeSettings(BaseModel):
+    """External knowledge sources: vector stores backed by a Dify-style ``/retrieval`` API."""
+
+    allowed_hosts: list[str] = Field(default_factory=list)
+    """Hosts or IPs an external knowledge endpoint may be although loopback/private/link-local."""
+    api_key_envs: list[str] = Field(default_factory=list)
+    """Environment variables a store may name as ``api_key_env`` (read once at start-up); any
+    other name is refused, so a tenant cannot make the server send its own secrets away."""
+    timeout_s: float = 15.0
+
+
 def default_models() -> list[ModelConfig]:
     """The embedded defaults: the packaged fast chat model, the e5 embedder, an LLM reranker."""
     return [
@@ -137,6 +148,7 @@ class Settings(BaseSettings):
     models: list[ModelConfig] = Field(default_factory=default_models)
     router: RouterConfig = Field(default_factory=RouterConfig)
     agents: AgentSettings = Field(default_factory=AgentSettings)
+    knowledge: KnowledgeSettings = Field(default_factory=KnowledgeSettings)
 
     @field_validator("admin_key", mode="before")
     @classmethod

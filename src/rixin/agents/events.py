@@ -2,7 +2,8 @@
 
 For each run: ``response.created`` (then ``response.in_progress``), per output item
 ``response.output_item.added`` … ``response.output_item.done`` with, for a message,
-``content_part.added``, ``output_text.delta``*, ``output_text.done``, ``content_part.done`` and,
+``content_part.added``, ``output_text.delta``*, ``output_text.annotation.added``* (file
+citations), ``output_text.done``, ``content_part.done`` and,
 for a function call, ``function_call_arguments.delta``/``.done``; finally ``response.completed``,
 ``response.incomplete`` or ``response.failed``. Every event carries a ``sequence_number``
 counted from 0 for each stream.
@@ -101,9 +102,22 @@ class ResponseEventStream:
         kind = item.get("type")
         if kind == "message":
             text = "".join(str(p.get("text", "")) for p in item.get("content") or [])
+            parts = item.get("content") or []
+            notes = list(parts[0].get("annotations") or []) if parts else []
             common = {"item_id": item["id"], "output_index": index, "content_index": 0}
+            for n, note in enumerate(notes):
+                out.append(
+                    self._event(
+                        "response.output_text.annotation.added",
+                        **common,
+                        annotation_index=n,
+                        annotation=note,
+                    )
+                )
             out.append(self._event("response.output_text.done", **common, text=text, logprobs=[]))
-            out.append(self._event("response.content_part.done", **common, part=_text_part(text)))
+            out.append(
+                self._event("response.content_part.done", **common, part=_text_part(text, notes))
+            )
         elif kind == "function_call":
             common = {"item_id": item["id"], "output_index": index}
             arguments = str(item.get("arguments", ""))
@@ -122,8 +136,8 @@ class ResponseEventStream:
         return out
 
 
-def _text_part(text: str) -> JSONDict:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def _text_part(text: str, annotations: list[JSONDict] | None = None) -> JSONDict:
+    return {"type": "output_text", "text": text, "annotations": annotations or [], "logprobs": []}
 
 
 def _pending(item: JSONDict) -> JSONDict:

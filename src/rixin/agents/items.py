@@ -8,6 +8,8 @@ model-facing ``call`` (``{call_id, name, arguments, output}``) the model must se
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,9 +124,14 @@ def _message(raw: JSONDict, param: str) -> JSONDict:
     }
 
 
-def _text_part(part_type: str, text: str) -> JSONDict:
+def _text_part(part_type: str, text: str, annotations: list[JSONDict] | None = None) -> JSONDict:
     if part_type == "output_text":
-        return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+        return {
+            "type": "output_text",
+            "text": text,
+            "annotations": annotations or [],
+            "logprobs": [],
+        }
     return {"type": "input_text", "text": text}
 
 
@@ -179,13 +186,19 @@ def _approval_response(raw: JSONDict, param: str) -> JSONDict:
 # -- output --------------------------------------------------------------------------------
 
 
-def assistant_message(text: str, status: str = "completed", *, id_: str | None = None) -> JSONDict:
+def assistant_message(
+    text: str,
+    status: str = "completed",
+    *,
+    id_: str | None = None,
+    annotations: list[JSONDict] | None = None,
+) -> JSONDict:
     return {
         "id": id_ or item_id("message"),
         "type": "message",
         "role": "assistant",
         "status": status,
-        "content": [_text_part("output_text", text)],
+        "content": [_text_part("output_text", text, annotations)],
     }
 
 
@@ -209,6 +222,81 @@ def message_text(data: JSONDict) -> str:
         for p in content or []
         if isinstance(p, dict) and p.get("type") in _TEXT_PARTS
     )
+
+
+# -- citations -----------------------------------------------------------------------------
+
+_MARKER = re.compile(r"\[(\d{1,3})\]")
+_MARKER_AT_END = re.compile(r"\[\d{1,3}\]$")
+
+
+def file_citations(text: str, earlier: Sequence[JSONDict]) -> list[JSONDict]:
+    """``file_citation`` annotations for an answer written after the ``earlier`` output items.
+
+    ``file_search`` shows the model its results numbered ``[1] filename: text``. A marker
+    ``[n]`` in the answer cites result n of the latest search, at the index just after the
+    marker. An answer without a (valid) marker cites each distinct file among all the results
+    it was given, at the end of the text: those are the passages the answer was written from.
+    """
+    searches = [
+        [r for r in item.get("results") or [] if isinstance(r, dict) and r.get("file_id")]
+        for item in earlier
+        if item.get("type") == "file_search_call"
+    ]
+    searches = [results for results in searches if results]
+    if not text or not searches:
+        return []
+    latest = searches[-1]
+    cited = [
+        _file_citation(latest[int(m.group(1)) - 1], m.end())
+        for m in _MARKER.finditer(text)
+        if 1 <= int(m.group(1)) <= len(latest)
+    ]
+    if cited:
+        return cited
+    files: dict[str, JSONDict] = {}
+    for results in searches:
+        for result in results:
+            files.setdefault(str(result["file_id"]), result)
+    return [_file_citation(result, len(text)) for result in files.values()]
+
+
+def _file_citation(result: JSONDict, index: int) -> JSONDict:
+    return {
+        "type": "file_citation",
+        "file_id": str(result["file_id"]),
+        "filename": str(result.get("filename") or ""),
+        "index": index,
+    }
+
+
+def message_annotations(data: JSONDict) -> list[JSONDict]:
+    """A message item's Responses annotations as Assistants ``file_citation`` annotations.
+
+    The cited ``text`` is the ``[n]`` marker just before the citation's index, if there is one
+    (the span a client replaces with its own citation mark); otherwise it is empty.
+    """
+    text = message_text(data)
+    out: list[JSONDict] = []
+    for part in data.get("content") or []:
+        if not isinstance(part, dict):
+            continue
+        for note in part.get("annotations") or []:
+            if note.get("type") != "file_citation":
+                continue
+            end = min(max(int(note.get("index", len(text))), 0), len(text))
+            marker = _MARKER_AT_END.search(text[:end])
+            start = marker.start() if marker else end
+            out.append(
+                {
+                    "type": "file_citation",
+                    "text": text[start:end],
+                    "start_index": start,
+                    "end_index": end,
+                    "file_citation": {"file_id": str(note["file_id"])},
+                }
+            )
+    return out
 
 
 # -- to the model --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1", tags=["chat"])
 async def create_chat_completion(
     body: ChatCompletionRequest, services: ServicesDep, principal: PrincipalDep
 ) -> Response:
-    return respond(await services.chat.create(body))
+    return respond(await services.grounding.create(principal.project_id, body))
 
 
 @router.post("/completions")

@@ -120,6 +120,7 @@ async def create_vector_store_file(
         body.file_id,
         chunking=body.chunking_strategy,
         attributes=body.attributes,
+        rixin=body.rixin,
     )
 
 

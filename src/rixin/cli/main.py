@@ -19,11 +19,20 @@ models_app = typer.Typer(no_args_is_help=True, help="Models served by a running 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of the default project.")
 app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
+agent_app = typer.Typer(no_args_is_help=True, help="Agent runs on a running rixin.")
+app.add_typer(agent_app, name="agent")
 console = Console()
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory.")]
 BaseUrl = Annotated[str, typer.Option("--base-url", envvar="RIXIN_BASE_URL")]
 ApiKey = Annotated[str | None, typer.Option("--api-key", envvar="RIXIN_API_KEY")]
+Tools = Annotated[
+    list[str] | None,
+    typer.Option("--tools", help="Server-side tools: file_search,code_interpreter."),
+]
+VectorStores = Annotated[
+    list[str] | None, typer.Option("--vector-store", help="Vector store id(s) for file_search.")
+]
 
 
 def _settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
@@ -62,11 +71,51 @@ def chat(
     system: Annotated[str | None, typer.Option(help="System prompt.")] = None,
     base_url: BaseUrl = "http://127.0.0.1:8000/v1",
     api_key: ApiKey = None,
+    tools: Tools = None,
+    vector_store: VectorStores = None,
 ) -> None:
-    """A streaming chat REPL with history (empty line or Ctrl-D quits)."""
-    from rixin.cli.repl import run_repl
+    """A streaming chat REPL with history (empty line or Ctrl-D quits); --tools: Responses API."""
+    from rixin.cli.agent import split_names
+    from rixin.cli.repl import run_repl, run_tools_repl
 
+    if tools or vector_store:
+        code = run_tools_repl(
+            base_url,
+            _api_key(api_key),
+            model,
+            system,
+            split_names(tools),
+            split_names(vector_store),
+            console,
+        )
+        raise typer.Exit(code)
     run_repl(base_url, _api_key(api_key), model, system, console)
+
+
+@agent_app.command("run")
+def agent_run(
+    task: Annotated[str, typer.Argument(help="What the agent should do.")],
+    model: Annotated[str, typer.Option(help="Model id.")] = "qwen2.5-coder-0.5b-instruct",
+    instructions: Annotated[str | None, typer.Option(help="System instructions.")] = None,
+    tools: Tools = None,
+    vector_store: VectorStores = None,
+    base_url: BaseUrl = "http://127.0.0.1:8000/v1",
+    api_key: ApiKey = None,
+) -> None:
+    """Run one task as a streamed response, printing each step; non-zero unless completed."""
+    from rixin.cli.agent import run_task, split_names
+
+    code = run_task(
+        base_url,
+        _api_key(api_key),
+        task,
+        model=model,
+        tools=split_names(tools),
+        vector_stores=split_names(vector_store),
+        instructions=instructions,
+        console=console,
+    )
+    raise typer.Exit(code)
 
 
 @models_app.command("list")
@@ -145,3 +194,9 @@ def keys_revoke(key_id: str, data_dir: DataDir = None) -> None:
 
     asyncio.run(_with_auth(data_dir, action))
     console.print(json.dumps({"id": key_id, "deleted": True}))
+
+
+# Registered last: ``rixin kb`` reuses the options and helpers defined above.
+from rixin.cli.kb import kb_app  # noqa: E402
+
+app.add_typer(kb_app, name="kb")

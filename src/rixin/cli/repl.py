@@ -1,4 +1,9 @@
-"""``rixin chat``: stream answers from a running server, keeping the conversation."""
+"""``rixin chat``: stream answers from a running server, keeping the conversation.
+
+Plain chat uses ``/chat/completions`` and resends the history; with ``--tools`` the REPL
+switches to the Responses API (server-side tools, each turn chained to the last by
+``previous_response_id``) and prints tool activity before each answer.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import Any
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 
 
 def stream_reply(client: httpx.Client, model: str, messages: list[dict[str, Any]]) -> Iterator[str]:
@@ -55,3 +61,54 @@ def run_repl(base_url: str, api_key: str, model: str, system: str | None, consol
                 continue
             console.print()
             messages.append({"role": "assistant", "content": "".join(parts)})
+
+
+def run_tools_repl(
+    base_url: str,
+    api_key: str,
+    model: str,
+    system: str | None,
+    tools: list[str],
+    vector_stores: list[str],
+    console: Console,
+) -> int:
+    """The REPL on the Responses API with server-side tools; the exit code."""
+    from rixin.cli.agent import (
+        CLIENT_ERRORS,
+        AgentCliError,
+        api_message,
+        openai_client,
+        responses_tools,
+        stream_response,
+    )
+
+    try:
+        specs = responses_tools(tools, vector_stores)
+        client = openai_client(base_url, api_key)
+    except AgentCliError as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
+        return 2
+    names = ", ".join(str(t["type"]) for t in specs)
+    console.print(f"[dim]chatting with {model} using {names}; empty line or Ctrl-D quits[/]")
+    previous: str | None = None
+    while True:
+        try:
+            prompt = console.input("[bold cyan]you> [/]")
+        except (EOFError, KeyboardInterrupt):
+            return 0
+        if not prompt.strip():
+            return 0
+        request: dict[str, Any] = {"model": model, "input": prompt, "tools": specs}
+        if system:
+            request["instructions"] = system
+        if previous:
+            request["previous_response_id"] = previous
+        try:
+            outcome = stream_response(client, console, **request)
+        except CLIENT_ERRORS as exc:
+            console.print(f"[red]error:[/] {escape(api_message(exc))}")
+            continue
+        if outcome.status != "completed":
+            console.print(f"[red]{escape(outcome.status)}:[/] {escape(outcome.error or '')}")
+        if outcome.response_id and outcome.status in ("completed", "incomplete"):
+            previous = outcome.response_id

@@ -8,7 +8,8 @@ crash (``kill -9`` at any point) is harmless:
    since (another generation owns it);
 2. parse the file's blob in the sandboxed parser subprocess;
 3. chunk it per the file's ``chunking_strategy`` (``auto``: structure-aware, 800/400 tokens;
-   ``static``: OpenAI's fixed windows);
+   ``static``: OpenAI's fixed windows; a FAQ file: one chunk per entry, its questions embedded
+   too, see ``rixin.knowledge.faq``);
 4. embed the chunks in batches through the store's embedding model (its router: admission,
    failover);
 5. in ONE transaction: check the generation again, delete the file's chunks, insert the new
@@ -35,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rixin.errors import ContextLengthExceeded
 from rixin.jobs.worker import JobContext
+from rixin.knowledge import faq
 from rixin.knowledge.chunking import (
     DEFAULT_MAX_TOKENS,
     DEFAULT_OVERLAP_TOKENS,
@@ -42,7 +44,14 @@ from rixin.knowledge.chunking import (
     static_chunks,
     structured_chunks,
 )
-from rixin.knowledge.parsing import ParsedDocument, ParseError, last_error, parse_file_async
+from rixin.knowledge.parsing import (
+    FaqEntry,
+    ParsedDocument,
+    ParseError,
+    last_error,
+    parse_faq_async,
+    parse_file_async,
+)
 from rixin.knowledge.store_index import StoreIndexes, encode_vector
 from rixin.knowledge.tokens import token_spans
 from rixin.store.db import Database
@@ -96,12 +105,15 @@ class Ingestor:
         embed: Embed,
         indexes: StoreIndexes,
         embed_batch: int = EMBED_BATCH,
+        embed_queries: Embed | None = None,
     ) -> None:
         self.db = db
         self.blob_path = blob_path
         self.embed = embed
         self.indexes = indexes
         self.embed_batch = embed_batch
+        self.embed_queries = embed_queries or embed
+        """Embeds a FAQ entry's questions (as queries: they are matched against queries)."""
 
     async def __call__(self, ctx: JobContext) -> dict[str, Any] | None:
         payload = ctx.job.payload
@@ -132,8 +144,14 @@ class Ingestor:
     async def _ingest(self, ctx: JobContext, target: _Target) -> dict[str, Any]:
         file, model, strategy = await self._load(target)
         await ctx.progress({"stage": "parsing"})
-        document = await parse_file_async(self.blob_path(file.sha256), filename=file.filename)
-        chunks = chunk_document(document, strategy)
+        path = self.blob_path(file.sha256)
+        entries: list[FaqEntry] | None = None
+        if faq.is_faq(strategy):
+            entries = await parse_faq_async(path, filename=file.filename)
+            chunks = faq.faq_chunks(entries)
+        else:
+            document = await parse_file_async(path, filename=file.filename)
+            chunks = chunk_document(document, strategy)
         if not chunks:
             message = "invalid_file: no text could be extracted from the file"
             await self._fail(target, {"code": "invalid_file", "message": message})
@@ -143,8 +161,9 @@ class Ingestor:
             await ctx.progress({"stage": "embedding", "done": start, "total": len(chunks)})
             batch = [c.text for c in chunks[start : start + self.embed_batch]]
             vectors.extend(await self._embed(model, batch))
+        questions = await self._embed_questions(model, entries) if entries else None
         await ctx.progress({"stage": "writing", "total": len(chunks)})
-        await self._write(target, chunks, vectors, model)
+        await self._write(target, chunks, vectors, model, entries, questions)
         await self._refresh_index(target.vector_store_id)
         return {"chunks": len(chunks)}
 
@@ -165,6 +184,14 @@ class Ingestor:
         norm = float(np.linalg.norm(mean))
         return [np.asarray(mean / norm if norm > 0 else mean, dtype=np.float32)]
 
+    async def _embed_questions(self, model: str, entries: Sequence[FaqEntry]) -> list[Vector]:
+        texts = faq.all_questions(entries)
+        vectors: list[Vector] = []
+        for start in range(0, len(texts), self.embed_batch):
+            batch = texts[start : start + self.embed_batch]
+            vectors.extend(np.asarray(await self.embed_queries(model, batch), dtype=np.float32))
+        return vectors
+
     async def _load(self, target: _Target) -> tuple[FileRecord, str, dict[str, Any]]:
         async with self.db.session(readonly=True) as session:
             row = await _current(session, target)
@@ -182,6 +209,8 @@ class Ingestor:
         chunks: Sequence[Chunk],
         vectors: Sequence[Vector],
         model: str,
+        entries: Sequence[FaqEntry] | None = None,
+        questions: Sequence[Vector] | None = None,
     ) -> None:
         records = [
             ChunkRecord(
@@ -206,6 +235,11 @@ class Ingestor:
             row = await _current(session, target, lock=True)
             await _delete_chunks(session, target)
             session.add_all(records)
+            if entries is not None and questions is not None:
+                await session.flush()  # the questions reference their chunks
+                extra = faq.question_records(records, entries, questions)
+                session.add_all(extra)
+                usage += sum(len(q.text.encode("utf-8")) + len(q.embedding) for q in extra)
             row.status, row.last_error, row.usage_bytes = "completed", None, usage
             await _bump_version(session, target.vector_store_id)
 

@@ -106,6 +106,21 @@ class SamplingParams(OpenAIBaseModel):
     user: str | None = None
 
 
+class ChatRixinOptions(OpenAIBaseModel):
+    """rixin extension of ``CreateChatCompletionRequest``: answer from these vector stores.
+
+    The reply then carries ``"rixin": {"citations": [...]}`` (see ``rixin.services.grounding``).
+    """
+
+    vector_store_ids: Annotated[list[str], Field(min_length=1, max_length=10)] | None = None
+    max_num_results: Annotated[int, Field(ge=1, le=20)] = 5
+    score_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    """Sources scoring below are dropped; what a score means depends on ``ranker``."""
+    ranker: str = "auto"
+    """As in vector store search: ``auto`` (hybrid, RRF: the best hit scores ~1), ``dense``
+    (cosine similarity: the one a fixed "no answer" threshold suits), ``hybrid_rerank`` …"""
+
+
 class ChatCompletionRequest(SamplingParams):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
@@ -122,8 +137,8 @@ class ChatCompletionRequest(SamplingParams):
     reasoning_effort: str | None = None
     service_tier: str | None = None
     # --- rixin extension -------------------------------------------------------------------
-    rixin: dict[str, Any] | None = None
-    """Marked extension block (e.g. ``vector_store_ids`` for grounded answers)."""
+    rixin: ChatRixinOptions | None = None
+    """Marked extension block: ``vector_store_ids`` asks for a grounded answer with citations."""
 
 
 class CompletionRequest(SamplingParams):

@@ -8,7 +8,8 @@ Shapes follow ``openapi.yaml`` (``VectorStoreObject``, ``CreateVectorStoreReques
 ``VectorStoreSearchResultsPage``, ``VectorStoreFileContentResponse``,
 ``UpdateVectorStoreFileAttributesRequest``, ``ComparisonFilter``, ``CompoundFilter``, the chunking
 strategies and ``VectorStoreExpirationAfter``), same names and field order. rixin's additions sit
-in marked blocks: the embedding model of a store, and more rankers for search.
+in marked blocks: the embedding model of a store, its FAQ match threshold, a file's ``format``
+(``faq``: a question-answer knowledge base), and more rankers for search.
 
 Filters and chunking strategies arrive as plain JSON and are checked by the service, which names
 the exact ``param`` of a bad value (``chunking_strategy.static.max_chunk_size_tokens``).
@@ -21,6 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field
 
 from rixin.schemas.common import OpenAIBaseModel
+from rixin.schemas.dify import ExternalKnowledge, ExternalKnowledgeParam
 
 FileStatus = Literal["in_progress", "completed", "cancelled", "failed"]
 Metadata = dict[str, str]
@@ -45,6 +47,11 @@ class VectorStoreRixin(OpenAIBaseModel):
 
     embedding_model: str
     chunks: int = 0
+    external: ExternalKnowledge | None = Field(default=None, exclude_if=lambda v: v is None)
+    """Set when the store is backed by an external knowledge endpoint (no key shown)."""
+    faq_threshold: float | None = None
+    """A FAQ entry whose question is at least this similar (cosine) to the query is returned
+    first, with its answer."""
 
 
 class VectorStoreObject(OpenAIBaseModel):
@@ -71,6 +78,17 @@ class RixinVectorStoreOptions(OpenAIBaseModel):
 
     embedding_model: str | None = None
     """An embedding model id served by this rixin (default ``multilingual-e5-small``)."""
+    external: ExternalKnowledgeParam | None = None
+    """Back the store by a Dify-style External Knowledge API instead of files."""
+    faq_threshold: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    """See ``VectorStoreRixin.faq_threshold``; None: the default."""
+
+
+class RixinVectorStoreUpdate(OpenAIBaseModel):
+    """rixin extension of ``UpdateVectorStoreRequest``."""
+
+    faq_threshold: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    """None (given explicitly): back to the default."""
 
 
 class CreateVectorStoreRequest(OpenAIBaseModel):
@@ -88,6 +106,8 @@ class UpdateVectorStoreRequest(OpenAIBaseModel):
     name: str | None = None
     expires_after: VectorStoreExpirationAfter | None = None
     metadata: Metadata | None = None
+    # --- rixin extension -------------------------------------------------------------------
+    rixin: RixinVectorStoreUpdate | None = None
 
 
 class ListVectorStoresResponse(OpenAIBaseModel):
@@ -119,6 +139,18 @@ class StaticChunkingStrategyResponseParam(OpenAIBaseModel):
     static: StaticChunkingStrategy
 
 
+class OtherChunkingStrategyResponseParam(OpenAIBaseModel):
+    """A file not chunked by size (rixin: a FAQ file, one chunk per entry)."""
+
+    type: Literal["other"] = "other"
+
+
+class VectorStoreFileRixin(OpenAIBaseModel):
+    """rixin extension: how the file was read."""
+
+    format: Literal["document", "faq"] = "document"
+
+
 class VectorStoreFileObject(OpenAIBaseModel):
     id: str
     object: Literal["vector_store.file"] = "vector_store.file"
@@ -127,14 +159,29 @@ class VectorStoreFileObject(OpenAIBaseModel):
     vector_store_id: str
     status: FileStatus
     last_error: LastError | None
-    chunking_strategy: StaticChunkingStrategyResponseParam | None = None
+    chunking_strategy: (
+        StaticChunkingStrategyResponseParam | OtherChunkingStrategyResponseParam | None
+    ) = None
     attributes: Attributes | None = None
+    # --- rixin extension -------------------------------------------------------------------
+    rixin: VectorStoreFileRixin | None = Field(default=None, exclude_if=lambda v: v is None)
+    """Shown for FAQ files only."""
+
+
+class RixinVectorStoreFileOptions(OpenAIBaseModel):
+    """rixin extension of ``CreateVectorStoreFileRequest`` and file batches."""
+
+    format: Literal["document", "faq"] = "document"
+    """``faq``: a CSV/XLSX/JSON file of questions, similar questions and answers (one chunk
+    per entry, matched question first at search)."""
 
 
 class CreateVectorStoreFileRequest(OpenAIBaseModel):
     file_id: str
     chunking_strategy: dict[str, Any] | None = None
     attributes: dict[str, Any] | None = None
+    # --- rixin extension -------------------------------------------------------------------
+    rixin: RixinVectorStoreFileOptions | None = None
 
 
 class UpdateVectorStoreFileAttributesRequest(OpenAIBaseModel):
@@ -174,6 +221,8 @@ class CreateVectorStoreFileBatchRequest(OpenAIBaseModel):
     ) = None
     chunking_strategy: dict[str, Any] | None = None
     attributes: dict[str, Any] | None = None
+    # --- rixin extension -------------------------------------------------------------------
+    rixin: RixinVectorStoreFileOptions | None = None
 
 
 class VectorStoreFileBatchObject(OpenAIBaseModel):

@@ -87,6 +87,10 @@ class ChatService:
         chunks = self._stream_chunks(stream, req, plan, include_usage)
         return ChunkStream(chunks, stream.aclose, stream.replica)
 
+    def check(self, req: ChatCompletionRequest) -> None:
+        """Raise what ``create`` would raise for ``req`` before calling a model."""
+        self._prepare(req)
+
     def _prepare(self, req: ChatCompletionRequest) -> tuple[Router[Any], _ToolPlan, dict[str, Any]]:
         """Validate against the model's capabilities; the router, tool plan and backend body."""
         served = self.models.get(req.model, "chat")

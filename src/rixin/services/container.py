@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from rixin.services.conversations import ConversationService
     from rixin.services.embeddings import EmbeddingService, RerankService
     from rixin.services.files import FileService
+    from rixin.services.grounding import GroundingService
     from rixin.services.models import ModelManager
     from rixin.services.responses import ResponsesService
     from rixin.services.runs import RunsService
@@ -50,3 +52,11 @@ class Services:
     assistants: AssistantsService
     threads: ThreadsService
     runs: RunsService
+
+    @functools.cached_property
+    def grounding(self) -> GroundingService:
+        """Chat completions grounded in vector stores; built once, from ``chat`` and
+        ``vector_stores``, on first use."""
+        from rixin.services.grounding import GroundingService
+
+        return GroundingService(self.chat, self.vector_stores)

@@ -4,10 +4,13 @@ A stream is ``thread.created`` (create-and-run only), ``thread.run.created``,
 ``thread.run.queued``, ``thread.run.in_progress``; per message ``thread.run.step.created``,
 ``thread.run.step.in_progress``, ``thread.message.created``, ``thread.message.in_progress``,
 ``thread.message.delta``*, ``thread.message.completed``, ``thread.run.step.completed``; per
-server-side tool call its step's events; then ``thread.run.requires_action`` (with the
-function-call step still in progress) or ``thread.run.completed`` / ``failed`` / ``cancelled``
-/ ``incomplete`` / ``expired``, and finally ``done`` with ``data: [DONE]``. A step's id is
-derived from its first item's (random) id, so a stream and ``steps.list`` agree.
+server-side tool call ``thread.run.step.created`` and ``.in_progress`` (no tool calls yet),
+``thread.run.step.delta`` with the call (code, outputs) and ``thread.run.step.completed``; then
+``thread.run.requires_action`` (after the function-call step's ``created``, ``in_progress`` and
+a ``delta`` with the calls, the step still in progress) or ``thread.run.completed`` /
+``failed`` / ``cancelled`` / ``incomplete`` / ``expired``, and finally ``done`` with
+``data: [DONE]``. A step's id is derived from its first item's (random) id, so a stream and
+``steps.list`` agree.
 """
 
 from __future__ import annotations
@@ -93,6 +96,23 @@ def finish_step(step: JSONDict, status: str, at: int | None) -> JSONDict:
     return step
 
 
+def step_delta(step_id_: str, details: list[JSONDict]) -> JSONDict:
+    """A ``thread.run.step.delta`` adding ``details`` (the client accumulates them by index)."""
+    calls = []
+    for index, detail in enumerate(details):
+        call = {"index": index, **detail}
+        code = call.get("code_interpreter")
+        if code is not None:
+            outputs = [{"index": i, **o} for i, o in enumerate(code.get("outputs") or [])]
+            call["code_interpreter"] = {**code, "outputs": outputs}
+        calls.append(call)
+    return {
+        "id": step_id_,
+        "object": "thread.run.step.delta",
+        "delta": {"step_details": {"type": "tool_calls", "tool_calls": calls}},
+    }
+
+
 def tool_call_detail(data: JSONDict, output: str | None) -> JSONDict:
     """A ``tool_calls`` entry for an engine item (function, file_search, code_interpreter)."""
     kind = data.get("type")
@@ -135,7 +155,9 @@ def stream_message(owner: JSONDict, item: JSONDict, status: str) -> JSONDict:
         "completed_at": now if status == "completed" else None,
         "incomplete_at": now if status == "incomplete" else None,
         "role": "assistant",
-        "content": [] if status == "in_progress" else [text_part(text)],
+        "content": []
+        if status == "in_progress"
+        else [text_part(text, itemlib.message_annotations(item))],
         "assistant_id": owner["assistant_id"],
         "run_id": owner["id"],
         "attachments": [],
@@ -275,7 +297,8 @@ class AssistantStream:
                 ("thread.message.in_progress", message),
             ]
         if kind in SERVER_TOOL_ITEMS:
-            step = tool_step(self.owner, item_id, now, [tool_call_detail(item, None)])
+            # announced empty: the official client accumulates the ``step.delta`` into it
+            step = tool_step(self.owner, item_id, now, [])
             return [("thread.run.step.created", step), ("thread.run.step.in_progress", step)]
         return []
 
@@ -298,7 +321,9 @@ class AssistantStream:
             out += [(event, message), ("thread.run.step.completed", step)]
         elif kind in SERVER_TOOL_ITEMS:
             output = str(item.get("output")) if item.get("output") is not None else None
-            step = tool_step(self.owner, str(item["id"]), now, [tool_call_detail(item, output)])
+            details = [tool_call_detail(item, output)]
+            step = tool_step(self.owner, str(item["id"]), now, details)
+            out.append(("thread.run.step.delta", step_delta(step["id"], details)))
             out.append(("thread.run.step.completed", finish_step(step, "completed", now)))
         return out
 
@@ -307,9 +332,13 @@ class AssistantStream:
         if not self.calls or status != "requires_action":
             return []
         details = [tool_call_detail(c, None) for c in self.calls]
-        step = tool_step(self.owner, str(self.calls[0]["id"]), now_s(), details)
+        step = tool_step(self.owner, str(self.calls[0]["id"]), now_s(), [])
         self.calls = []
-        return [("thread.run.step.created", step), ("thread.run.step.in_progress", step)]
+        return [
+            ("thread.run.step.created", step),
+            ("thread.run.step.in_progress", step),
+            ("thread.run.step.delta", step_delta(step["id"], details)),
+        ]
 
 
 def _error(message: str, code: str | None = "server_error") -> JSONDict:

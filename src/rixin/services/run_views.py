@@ -12,6 +12,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from rixin.agents.limits import run_incomplete
 from rixin.agents.runs import ACTIVE, TERMINAL, RunStatus, load_items
 from rixin.errors import NotFound
 from rixin.services.assistants import JSONDict
@@ -23,7 +24,6 @@ from rixin.store.records_assistants import AssistantRunRecord
 
 EXPIRY_S = 600
 """A run waiting for tool outputs expires after ten minutes, as on OpenAI."""
-_INCOMPLETE = {"max_output_tokens": "max_completion_tokens"}
 _RUN_ERRORS = {"server_error", "rate_limit_exceeded", "invalid_prompt"}
 
 
@@ -88,7 +88,9 @@ async def render_run(session: AsyncSession, run: AssistantRunRecord) -> JSONDict
         "cancelled_at": ended if status == RunStatus.CANCELLED else None,
         "failed_at": ended if status == RunStatus.FAILED else None,
         "completed_at": ended if status == RunStatus.COMPLETED else None,
-        "incomplete_details": _incomplete(current) if status == RunStatus.INCOMPLETE else None,
+        "incomplete_details": run_incomplete(current.incomplete_details if current else None)
+        if status == RunStatus.INCOMPLETE
+        else None,
         "model": params["model"],
         "instructions": params.get("instructions") or "",
         "tools": params.get("tools") or [],
@@ -113,11 +115,6 @@ def _last_error(segment: AgentRunRecord | None) -> JSONDict:
         "code": code if code in _RUN_ERRORS else "server_error",
         "message": str(error.get("message") or "The run failed."),
     }
-
-
-def _incomplete(segment: AgentRunRecord | None) -> JSONDict:
-    reason = ((segment.incomplete_details if segment is not None else None) or {}).get("reason")
-    return {"reason": _INCOMPLETE.get(str(reason), "max_completion_tokens")}
 
 
 def _usage(segments: list[AgentRunRecord]) -> JSONDict | None:

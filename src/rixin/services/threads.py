@@ -252,8 +252,8 @@ def prepare_message(body: CreateMessageRequest, param: str | None) -> JSONDict:
     }
 
 
-def text_part(text: str) -> JSONDict:
-    return {"type": "text", "text": {"value": text, "annotations": []}}
+def text_part(text: str, annotations: list[JSONDict] | None = None) -> JSONDict:
+    return {"type": "text", "text": {"value": text, "annotations": annotations or []}}
 
 
 async def add_message(
@@ -390,7 +390,7 @@ async def copy_outputs(session: AsyncSession, segment: AgentRunRecord) -> int:
                 seq=int(info["seq"]),
                 sub=int(info["segment"]) * SEGMENT_SPAN + row.position + 1,
                 role="assistant",
-                content=[text_part(itemlib.message_text(data))],
+                content=[text_part(itemlib.message_text(data), itemlib.message_annotations(data))],
                 attachments=[],
                 metadata_={},
                 status="incomplete" if incomplete else "completed",

@@ -13,6 +13,12 @@ whose job was given up (a worker lost on its last attempt), so every file ends `
 
 Re-attaching a file that is already in the store re-ingests it (a new ``generation``): its
 chunks are replaced, never duplicated.
+
+A store created with ``rixin.external`` is backed by a Dify-style External Knowledge API
+(``rixin.knowledge.external``): it holds no files and its search is forwarded there.
+
+A file attached with ``rixin.format = "faq"`` is a FAQ knowledge base; its entries matched above
+the store's ``rixin.faq_threshold`` lead the search results (``rixin.knowledge.faq``).
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ from sqlalchemy.orm import InstrumentedAttribute
 from rixin.engines.base import Capabilities, EmbeddingResult, RerankResult
 from rixin.errors import InvalidRequest, ModelUnavailable, NotFound, RixinError
 from rixin.jobs.queue import JobQueue
+from rixin.knowledge import faq
 from rixin.knowledge.chunking import DEFAULT_MAX_TOKENS, DEFAULT_OVERLAP_TOKENS, validate_static
+from rixin.knowledge.external import ExternalKnowledgeClient, ExternalSource
 from rixin.knowledge.filters import Filter, matches, parse_filter
 from rixin.knowledge.index.hybrid import Hit, HybridSearcher, SearchOptions
 from rixin.knowledge.ingest import (
@@ -51,6 +59,8 @@ from rixin.schemas.vector_stores import (
     CreateVectorStoreRequest,
     FileCounts,
     LastError,
+    OtherChunkingStrategyResponseParam,
+    RixinVectorStoreFileOptions,
     StaticChunkingStrategy,
     StaticChunkingStrategyResponseParam,
     UpdateVectorStoreRequest,
@@ -59,6 +69,7 @@ from rixin.schemas.vector_stores import (
     VectorStoreFileContent,
     VectorStoreFileContentResponse,
     VectorStoreFileObject,
+    VectorStoreFileRixin,
     VectorStoreObject,
     VectorStoreRixin,
     VectorStoreSearchRequest,
@@ -84,6 +95,8 @@ log = logging.getLogger("rixin.vector_stores")
 INGEST_JOB = JOB_KIND
 
 DEFAULT_EMBEDDING_MODEL = "multilingual-e5-small"
+EXTERNAL_MODEL = "external"
+"""The ``embedding_model`` of a store searched at an external knowledge endpoint."""
 PREFERRED_RERANK_MODEL = "rixin-llm-rerank"
 DAY_S = 86_400
 ACTIVE_WRITE_INTERVAL_S = 60
@@ -135,6 +148,7 @@ class VectorStoreService:
         queue: JobQueue,
         blobs: BlobStore,
         indexes: StoreIndexes,
+        external: ExternalKnowledgeClient | None = None,
     ) -> None:
         self.db = db
         self.models = models
@@ -145,14 +159,23 @@ class VectorStoreService:
             blob_path=blobs.path,
             embed=functools.partial(embed_passages, models),
             indexes=indexes,
+            embed_queries=functools.partial(embed_passages, models, input_type="query"),
         )
         """The handler of ``INGEST_JOB`` jobs; register it with the worker pool."""
         self._recover_task: asyncio.Task[None] | None = None
+        self.external = external
+        """Searches stores backed by an external knowledge endpoint; None: none allowed."""
+        self.faq = faq.FaqIndexes(db)
 
     # ------------------------------------------------------------------------ vector stores
 
     async def create(self, project_id: str, req: CreateVectorStoreRequest) -> VectorStoreObject:
-        model = self._embedding_model(req.rixin.embedding_model if req.rixin else None)
+        source = await self._external_source(req)
+        model = (
+            EXTERNAL_MODEL
+            if source
+            else self._embedding_model(req.rixin.embedding_model if req.rixin else None)
+        )
         strategy = chunking_strategy(req.chunking_strategy)
         metadata = check_metadata(req.metadata)
         file_ids = list(dict.fromkeys(req.file_ids or []))
@@ -168,6 +191,8 @@ class VectorStoreService:
             metadata_=metadata,
             embedding_model=model,
             chunks_version=0,
+            external=source.to_record() if source else None,
+            faq_threshold=req.rixin.faq_threshold if req.rixin else None,
         )
         async with self.db.session() as session:
             files = await _project_files(session, project_id, file_ids, "file_ids")
@@ -196,6 +221,8 @@ class VectorStoreService:
                 store.last_active_at = now_s()
             if "metadata" in fields:
                 store.metadata_ = check_metadata(req.metadata)
+            if req.rixin is not None and "faq_threshold" in req.rixin.model_fields_set:
+                store.faq_threshold = req.rixin.faq_threshold
         return await self.retrieve(project_id, vector_store_id)
 
     async def list_stores(
@@ -230,6 +257,7 @@ class VectorStoreService:
             store = await _store(session, project_id, vector_store_id)
             await session.delete(store)
         await self.indexes.drop(vector_store_id)
+        self.faq.drop(vector_store_id)
         return vector_store_id
 
     # --------------------------------------------------------------------------------- files
@@ -242,8 +270,9 @@ class VectorStoreService:
         *,
         chunking: dict[str, Any] | None = None,
         attributes: dict[str, Any] | None = None,
+        rixin: RixinVectorStoreFileOptions | None = None,
     ) -> VectorStoreFileObject:
-        strategy = chunking_strategy(chunking)
+        strategy = file_strategy(chunking, rixin)
         attrs = check_attributes(attributes)
         async with self.db.session() as session:
             store = await _store(session, project_id, vector_store_id)
@@ -349,7 +378,7 @@ class VectorStoreService:
             raise InvalidRequest("Provide exactly one of 'file_ids' and 'files'.", param="file_ids")
         entries: list[tuple[str, dict[str, Any], dict[str, Any] | None]] = []
         if req.file_ids is not None:
-            strategy = chunking_strategy(req.chunking_strategy)
+            strategy = file_strategy(req.chunking_strategy, req.rixin)
             attrs = check_attributes(req.attributes)
             entries = [(file_id, strategy, attrs) for file_id in req.file_ids]
         else:
@@ -358,7 +387,11 @@ class VectorStoreService:
                 entries.append(
                     (
                         item.file_id,
-                        chunking_strategy(item.chunking_strategy, f"{param}.chunking_strategy"),
+                        file_strategy(
+                            item.chunking_strategy,
+                            item.rixin or req.rixin,
+                            f"{param}.chunking_strategy",
+                        ),
                         check_attributes(item.attributes, f"{param}.attributes"),
                     )
                 )
@@ -422,8 +455,15 @@ class VectorStoreService:
                 raise InvalidRequest(
                     f"Vector store '{vector_store_id}' has expired.", code="vector_store_expired"
                 )
-            allowed = await _allowed_chunks(session, store.id, flt) if flt else None
+            external = store.external is not None
+            allowed = (
+                await _allowed_chunks(session, store.id, flt) if flt and not external else None
+            )
         await self._touch(store)
+        if store.external is not None:
+            source = ExternalSource.from_record(store.external)
+            items = await self._require_external().search(source, req)
+            return VectorStoreSearchResultsPage(search_query=queries, data=items)
         if allowed is not None and not allowed:
             return VectorStoreSearchResultsPage(search_query=queries, data=[])
         items = await self._search(project_id, store, queries, ranker, req, allowed)
@@ -441,35 +481,47 @@ class VectorStoreService:
     ) -> list[VectorStoreSearchResultItem]:
         k = req.max_num_results
         options = ranker.options
+        embedder = _RoutedEmbedder(self.models, store.embedding_model)
+        questions = await self.faq.open(store.id, store.chunks_version)
+        vectors = None
+        if questions.size:  # the queries' embeddings serve the FAQ match and the dense search
+            vectors = (await embedder.embed(queries, input_type="query")).vectors
+        found = []
+        if vectors is not None:
+            found = questions.match(vectors, faq.threshold(store.faq_threshold), allowed)
         for attempt in range(2):
             index = await self.indexes.open(store.id, store.chunks_version)
             searcher = HybridSearcher(
                 sparse=index.sparse,
                 dense=index.dense,
-                embedder=_RoutedEmbedder(self.models, store.embedding_model)
-                if index.dense is not None
-                else None,
+                embedder=embedder if index.dense is not None else None,
                 reranker=self._reranker(ranker),
                 fetch_texts=lambda ids: self._texts(project_id, store.id, ids),
                 options=options,
             )
             best: dict[str, float] = {}
-            for query in queries:
-                for hit in await searcher.search(query, k, allowed_ids=allowed):
+            for i, query in enumerate(queries):
+                vector = vectors[i] if vectors is not None else None
+                hits = await searcher.search(query, k, allowed_ids=allowed, query_vector=vector)
+                for hit in hits:
                     score = _unit_score(hit, options.mode, searcher.reranker is not None)
                     best[hit.chunk_id] = max(best.get(hit.chunk_id, 0.0), score)
             if options.mode == "sparse" and best:
                 top = max(best.values())
                 best = {c: s / top if top > 0 else 0.0 for c, s in best.items()}
-            ranked = sorted(best.items(), key=lambda cs: (-cs[1], cs[0]))[:k]
-            items, missing = await self._items(project_id, store.id, ranked)
+            ranked = faq.merge(found, sorted(best.items(), key=lambda cs: (-cs[1], cs[0])), k)
+            items, missing = await self._items(project_id, store.id, ranked, found)
             if not missing or attempt:
                 return items
             await self.indexes.refresh(store.id)  # the index held chunks that are gone
         return []  # pragma: no cover - the loop always returns
 
     async def _items(
-        self, project_id: str, vector_store_id: str, ranked: Sequence[tuple[str, float]]
+        self,
+        project_id: str,
+        vector_store_id: str,
+        ranked: Sequence[tuple[str, float]],
+        found: Sequence[faq.FaqMatch] = (),
     ) -> tuple[list[VectorStoreSearchResultItem], bool]:
         if not ranked:
             return [], False
@@ -491,19 +543,22 @@ class VectorStoreService:
                     VectorStoreFileRecord.status == "completed",
                 )
             )
-            found = {chunk_id: (text, row) for chunk_id, text, row in rows}
+            chunks = {chunk_id: (text, row) for chunk_id, text, row in rows}
+        matched = {m.chunk_id: m for m in found}
         items = [
             VectorStoreSearchResultItem(
-                file_id=found[chunk_id][1].file_id,
-                filename=found[chunk_id][1].filename,
+                file_id=chunks[chunk_id][1].file_id,
+                filename=chunks[chunk_id][1].filename,
                 score=round(min(1.0, max(0.0, score)), 6),
-                attributes=found[chunk_id][1].attributes,
-                content=[VectorStoreSearchResultContentObject(text=found[chunk_id][0])],
+                attributes=faq.hit_attributes(chunks[chunk_id][1].attributes, matched[chunk_id])
+                if chunk_id in matched
+                else chunks[chunk_id][1].attributes,
+                content=[VectorStoreSearchResultContentObject(text=chunks[chunk_id][0])],
             )
             for chunk_id, score in ranked
-            if chunk_id in found
+            if chunk_id in chunks
         ]
-        return items, len(found) < len(ranked)
+        return items, len(chunks) < len(ranked)
 
     async def _texts(self, project_id: str, vector_store_id: str, ids: Sequence[str]) -> list[str]:
         async with self.db.session(readonly=True) as session:
@@ -585,6 +640,25 @@ class VectorStoreService:
 
     # ------------------------------------------------------------------------------- helpers
 
+    async def _external_source(self, req: CreateVectorStoreRequest) -> ExternalSource | None:
+        param = req.rixin.external if req.rixin else None
+        if param is None:
+            return None
+        if req.file_ids:
+            raise InvalidRequest(
+                "A vector store backed by an external knowledge endpoint holds no files.",
+                param="file_ids",
+            )
+        return await self._require_external().source(param)
+
+    def _require_external(self) -> ExternalKnowledgeClient:
+        if self.external is None:
+            raise InvalidRequest(
+                "External knowledge sources are not enabled on this server.",
+                param="rixin.external",
+            )
+        return self.external
+
     def _embedding_model(self, requested: str | None) -> str:
         if requested is not None:
             try:
@@ -609,6 +683,11 @@ class VectorStoreService:
         attributes: dict[str, Any] | None,
         batch_id: str | None,
     ) -> VectorStoreFileRecord:
+        if store.external is not None:
+            raise InvalidRequest(
+                f"Vector store '{store.id}' is backed by an external knowledge endpoint; "
+                "files cannot be added to it."
+            )
         row = await session.get(VectorStoreFileRecord, (store.id, file.id))
         if row is None:
             row = VectorStoreFileRecord(
@@ -734,10 +813,10 @@ class _RoutedReranker:
 
 
 async def embed_passages(
-    models: ModelManager, model_id: str, texts: Sequence[str]
+    models: ModelManager, model_id: str, texts: Sequence[str], *, input_type: str = "passage"
 ) -> np.ndarray[Any, np.dtype[np.float32]]:
     """Passage embeddings through the model's router (the ingestion job's ``embed``)."""
-    result = await _RoutedEmbedder(models, model_id).embed(texts, input_type="passage")
+    result = await _RoutedEmbedder(models, model_id).embed(texts, input_type=input_type)
     return np.asarray(result.vectors, dtype=np.float32)
 
 
@@ -773,6 +852,23 @@ def chunking_strategy(
         "type": "static",
         "static": {"max_chunk_size_tokens": size, "chunk_overlap_tokens": overlap},
     }
+
+
+def file_strategy(
+    value: dict[str, Any] | None,
+    options: RixinVectorStoreFileOptions | None,
+    param: str = "chunking_strategy",
+) -> dict[str, Any]:
+    """The strategy to store for a file attached with ``options`` (``rixin.format``)."""
+    if options is None or options.format != faq.FAQ_FORMAT:
+        return chunking_strategy(value, param)
+    if value is not None and value.get("type") != "auto":
+        raise InvalidRequest(
+            "A FAQ file is not chunked by size (each entry is one chunk); "
+            "leave out 'chunking_strategy' or use 'auto'.",
+            param=param,
+        )
+    return dict(faq.FAQ_STRATEGY)
 
 
 def check_metadata(value: dict[str, str] | None) -> dict[str, str] | None:
@@ -872,7 +968,12 @@ def store_view(
         expires_at=_expires_at(store),
         last_active_at=store.last_active_at,
         metadata=store.metadata_ or {},
-        rixin=VectorStoreRixin(embedding_model=store.embedding_model, chunks=chunks),
+        rixin=VectorStoreRixin(
+            embedding_model=store.embedding_model,
+            chunks=chunks,
+            faq_threshold=faq.threshold(store.faq_threshold),
+            external=ExternalSource.from_record(store.external).view() if store.external else None,
+        ),
     )
 
 
@@ -882,6 +983,11 @@ def file_view(row: VectorStoreFileRecord) -> VectorStoreFileObject:
         "max_chunk_size_tokens": DEFAULT_MAX_TOKENS,
         "chunk_overlap_tokens": DEFAULT_OVERLAP_TOKENS,
     }
+    shown: StaticChunkingStrategyResponseParam | OtherChunkingStrategyResponseParam
+    shown = StaticChunkingStrategyResponseParam(static=StaticChunkingStrategy(**static))
+    rixin = None
+    if faq.is_faq(strategy):
+        shown, rixin = OtherChunkingStrategyResponseParam(), VectorStoreFileRixin(format="faq")
     return VectorStoreFileObject(
         id=row.file_id,
         usage_bytes=row.usage_bytes,
@@ -889,10 +995,9 @@ def file_view(row: VectorStoreFileRecord) -> VectorStoreFileObject:
         vector_store_id=row.vector_store_id,
         status=row.status,
         last_error=LastError(**row.last_error) if row.last_error else None,
-        chunking_strategy=StaticChunkingStrategyResponseParam(
-            static=StaticChunkingStrategy(**static)
-        ),
+        chunking_strategy=shown,
         attributes=row.attributes or {},
+        rixin=rixin,
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -60,6 +61,12 @@ class VectorStoreRecord(Base):
     chunks_version: Mapped[int] = mapped_column(BigInteger, default=0)
     """Bumped whenever the store's chunks change; the derived indexes record the version
     they reflect and catch up when it differs."""
+    external: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """Set when the store is backed by an external knowledge endpoint (``rixin.knowledge.
+    external``): ``{endpoint, knowledge_id, api_key_env, api_key}``; it then has no files."""
+    faq_threshold: Mapped[float | None] = mapped_column(Float, default=None)
+    """The cosine similarity from which a FAQ entry's question matches a query (rixin
+    extension); NULL: ``rixin.knowledge.faq.DEFAULT_FAQ_THRESHOLD``."""
 
 
 class VectorStoreFileBatchRecord(Base):
@@ -138,3 +145,26 @@ class ChunkRecord(Base):
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
     """float32 little-endian, L2-normalised."""
     embedding_model: Mapped[str] = mapped_column(String(256))
+
+
+class FaqQuestionRecord(Base):
+    """A question of a FAQ entry (its standard or a similar question) with its embedding.
+
+    The entry itself is one chunk (``Q: …\nA: …``); its questions hang off that chunk and go
+    with it (``ON DELETE CASCADE``). Embedded as queries: a user's question is matched against
+    them symmetrically."""
+
+    __tablename__ = "faq_questions"
+    __table_args__ = (
+        Index("ix_faq_questions_store", "vector_store_id"),
+        Index("ix_faq_questions_chunk", "chunk_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    chunk_id: Mapped[str] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"))
+    vector_store_id: Mapped[str] = mapped_column(String(64))
+    ordinal: Mapped[int] = mapped_column(Integer)
+    """0: the standard question; 1…: the similar questions in file order."""
+    text: Mapped[str] = mapped_column(Text)
+    embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    """float32 little-endian, L2-normalised (a ``query`` embedding)."""

@@ -5,24 +5,20 @@ and offers the allowed ones to the model. Calls go out as JSON-RPC ``tools/call`
 tool is treated as side-effecting (the engine never repeats one after a crash) and, as at
 OpenAI, needs approval unless ``require_approval`` says ``never`` for it (A10).
 
-SSRF (RELIABILITY B8): only ``http``/``https``; the host is resolved once and every address
-must be public unless the host or address is in ``settings.agents.mcp_allowed_hosts``; plain
-``http`` connects to the validated address (pinned); redirects are never followed.
+SSRF (RELIABILITY B8): ``rixin.netguard.check_url`` with ``settings.agents.mcp_allowed_hosts``
+(public addresses only unless allowlisted; plain ``http`` pinned to the validated address);
+redirects are never followed.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ipaddress
 import json
-import socket
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from rixin import __version__
+from rixin import __version__, netguard
 from rixin.agents.tools.base import (
     BaseTool,
     BuildContext,
@@ -33,7 +29,7 @@ from rixin.agents.tools.base import (
     ToolError,
     ToolOutput,
 )
-from rixin.errors import InvalidRequest, PermissionDenied
+from rixin.errors import InvalidRequest
 from rixin.store.ids import new_id
 
 PROTOCOL_VERSION = "2025-06-18"
@@ -48,47 +44,9 @@ class McpError(ToolError):
 # -- SSRF ----------------------------------------------------------------------------------
 
 
-def _forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return _forbidden(address.ipv4_mapped)
-    return bool(
-        address.is_loopback
-        or address.is_private
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-        or not address.is_global
-    )
-
-
 async def check_url(url: str, allowed_hosts: list[str]) -> tuple[str, str]:
     """``(url to connect to, Host header)`` for a permitted server URL; 403 otherwise."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRequest("server_url must be an http(s) URL.", param="tools.server_url")
-    host = parts.hostname.lower()
-    allowed = {h.lower() for h in allowed_hosts}
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        infos = await asyncio.to_thread(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise InvalidRequest(
-            f"server_url host {host!r} does not resolve.", param="tools.server_url"
-        ) from exc
-    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-    for address in addresses:
-        if _forbidden(address) and host not in allowed and str(address) not in allowed:
-            raise PermissionDenied(
-                "server_url points to a private or local address, which is not allowed.",
-                param="tools.server_url",
-            )
-    netloc = parts.netloc.rpartition("@")[2]
-    if parts.scheme == "http":
-        pinned = addresses[0]
-        literal = f"[{pinned}]" if pinned.version == 6 else str(pinned)
-        url = urlunsplit(("http", f"{literal}:{port}", parts.path, parts.query, ""))
-    return url, netloc
+    return await netguard.check_url(url, allowed_hosts, param="tools.server_url", name="server_url")
 
 
 # -- client --------------------------------------------------------------------------------

@@ -98,9 +98,11 @@ class HybridSearcher:
         *,
         allowed_ids: Collection[str] | None = None,
         options: SearchOptions | None = None,
+        query_vector: Sequence[float] | None = None,
         **overrides: object,
     ) -> list[Hit]:
-        """The best ``k`` hits for ``query``; ``overrides`` replace fields of the options."""
+        """The best ``k`` hits for ``query``; ``overrides`` replace fields of the options;
+        ``query_vector``: the query's embedding when the caller already has it."""
         opts = replace(options or self.options, **overrides)  # type: ignore[arg-type]
         if k <= 0:
             return []
@@ -108,7 +110,7 @@ class HybridSearcher:
         use_dense = opts.mode != "sparse" and self.dense is not None
         use_sparse = opts.mode != "dense" and self.sparse is not None
         dense_hits, sparse_hits = await asyncio.gather(
-            self._dense(query, width, allowed_ids) if use_dense else _nothing(),
+            self._dense(query, width, allowed_ids, query_vector) if use_dense else _nothing(),
             self._sparse(query, width, allowed_ids) if use_sparse else _nothing(),
         )
         hits = self._fuse(dense_hits, sparse_hits, opts, use_dense and use_sparse)
@@ -119,13 +121,18 @@ class HybridSearcher:
         return hits[:k]
 
     async def _dense(
-        self, query: str, k: int, allowed_ids: Collection[str] | None
+        self,
+        query: str,
+        k: int,
+        allowed_ids: Collection[str] | None,
+        vector: Sequence[float] | None = None,
     ) -> list[tuple[str, float]]:
         assert self.dense is not None and self.embedder is not None
         if self.dense.count == 0:
             return []
-        result = await self.embedder.embed([query], input_type="query")
-        return await asyncio.to_thread(self.dense.search, result.vectors[0], k, allowed_ids)
+        if vector is None:
+            vector = (await self.embedder.embed([query], input_type="query")).vectors[0]
+        return await asyncio.to_thread(self.dense.search, vector, k, allowed_ids)
 
     async def _sparse(
         self, query: str, k: int, allowed_ids: Collection[str] | None

@@ -18,14 +18,16 @@ from rixin.knowledge.parsing.errors import (
     last_error,
     openai_error_code,
 )
+from rixin.knowledge.parsing.faq import FaqEntry
 from rixin.knowledge.parsing.limits import ParseLimits
-from rixin.knowledge.parsing.sandbox import parse_file, parse_file_async
+from rixin.knowledge.parsing.sandbox import parse_faq_async, parse_file, parse_file_async
 
 __all__ = [
     "Block",
     "BlockKind",
     "DocumentFormat",
     "DocumentMetadata",
+    "FaqEntry",
     "OpenAIFileErrorCode",
     "ParseError",
     "ParseErrorCode",
@@ -33,6 +35,7 @@ __all__ = [
     "ParsedDocument",
     "last_error",
     "openai_error_code",
+    "parse_faq_async",
     "parse_file",
     "parse_file_async",
 ]

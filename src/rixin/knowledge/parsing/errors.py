@@ -7,7 +7,13 @@ from typing import Literal, get_args
 from rixin.errors import InvalidRequest
 
 ParseErrorCode = Literal[
-    "unsupported_file_type", "encrypted", "too_large", "timeout", "corrupt", "resource_limit"
+    "unsupported_file_type",
+    "encrypted",
+    "too_large",
+    "timeout",
+    "corrupt",
+    "resource_limit",
+    "invalid_faq",
 ]
 PARSE_ERROR_CODES: frozenset[str] = frozenset(get_args(ParseErrorCode))
 
@@ -18,6 +24,7 @@ _OPENAI_CODE: dict[str, OpenAIFileErrorCode] = {
     "encrypted": "invalid_file",
     "too_large": "invalid_file",
     "corrupt": "invalid_file",
+    "invalid_faq": "invalid_file",  # a FAQ file whose rows or entries miss a field
     "resource_limit": "invalid_file",  # deterministic: the same file exhausts the same limits
     "timeout": "server_error",  # may be load on the host; worth one retry
 }

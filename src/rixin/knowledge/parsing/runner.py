@@ -1,8 +1,9 @@
 """The parser subprocess (``python -I -B -m rixin.knowledge.parsing.runner REQUEST``).
 
 The file to parse arrives as stdin (an open descriptor, never a path); ``REQUEST`` is JSON with
-the extension hint and the limits. Limits are applied before the first untrusted byte is read.
-The reply is one JSON object on stdout: ``{"ok": true, "document": …}`` or
+the extension hint, the limits and the ``format`` (``"faq"``: a FAQ file, see ``faq``). Limits
+are applied before the first untrusted byte is read. The reply is one JSON object on stdout:
+``{"ok": true, "document": …}`` (``"faq": …`` for a FAQ file) or
 ``{"ok": false, "code": …, "message": …}``, plus ``peak_rss_kb`` for diagnostics.
 """
 
@@ -44,6 +45,11 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
 
     try:
         with open(0, "rb", closefd=False) as f:
+            if request.get("format") == "faq":
+                from rixin.knowledge.parsing.faq import extract_faq, faq_to_json
+
+                entries = extract_faq(f, suffix=str(request["suffix"]), limits=limits)
+                return {"ok": True, "faq": faq_to_json(entries)}
             document = extract(f, suffix=str(request["suffix"]), limits=limits)
         return {"ok": True, "document": document.to_json()}
     except ParseError as exc:

@@ -13,12 +13,14 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rixin.errors import RixinError
 from rixin.knowledge.parsing.document import ParsedDocument
 from rixin.knowledge.parsing.errors import PARSE_ERROR_CODES, ParseError
+from rixin.knowledge.parsing.faq import FaqEntry, faq_from_json
 from rixin.knowledge.parsing.limits import ParseLimits
 
 log = logging.getLogger("rixin.knowledge.parsing")
@@ -27,6 +29,7 @@ _CHILD_ENV = {"LC_ALL": "C.UTF-8", "PATH": "/usr/bin:/bin"}  # none of the serve
 _REAP_TIMEOUT_S = 5.0
 _STDERR_CAP = 64 * 1024
 DEFAULT_LIMITS = ParseLimits()
+T = TypeVar("T")
 
 
 class _OutputTooLarge(Exception):
@@ -48,11 +51,25 @@ async def parse_file_async(
     path: Path, *, filename: str, limits: ParseLimits = DEFAULT_LIMITS
 ) -> ParsedDocument:
     """``parse_file`` for the event loop: the parse runs in a subprocess, the loop keeps going."""
-    request = json.dumps({"suffix": extension_hint(filename), "limits": limits.to_json()})
+    request = {"suffix": extension_hint(filename), "limits": limits.to_json()}
+    return await _run(path, request, limits, lambda r: ParsedDocument.from_json(r["document"]))
+
+
+async def parse_faq_async(
+    path: Path, *, filename: str, limits: ParseLimits = DEFAULT_LIMITS
+) -> list[FaqEntry]:
+    """The entries of a FAQ file (CSV, XLSX or JSON), parsed in the sandboxed subprocess."""
+    request = {"suffix": extension_hint(filename), "limits": limits.to_json(), "format": "faq"}
+    return await _run(path, request, limits, lambda r: faq_from_json(r["faq"]))
+
+
+async def _run(
+    path: Path, request: dict[str, Any], limits: ParseLimits, decode: Callable[[Any], T]
+) -> T:
     source = await asyncio.to_thread(open, path, "rb")
     with source:
         proc = await asyncio.create_subprocess_exec(
-            *_child_argv(request),
+            *_child_argv(json.dumps(request)),
             stdin=source,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -70,7 +87,7 @@ async def parse_file_async(
         if proc.returncode is None:
             _kill_group(proc.pid)
         await _reap(proc)
-    return _reply(proc.returncode, out, err)
+    return _reply(proc.returncode, out, err, decode)
 
 
 async def _reap(proc: asyncio.subprocess.Process) -> None:
@@ -128,7 +145,7 @@ def _kill_group(pid: int) -> None:
         pass
 
 
-def _reply(returncode: int | None, out: bytes, err: bytes) -> ParsedDocument:
+def _reply(returncode: int | None, out: bytes, err: bytes, decode: Callable[[Any], T]) -> T:
     if returncode is not None and returncode < 0:
         name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else ""
         raise ParseError("resource_limit", f"parser killed by {name or -returncode} (CPU/memory)")
@@ -142,7 +159,7 @@ def _reply(returncode: int | None, out: bytes, err: bytes) -> ParsedDocument:
         reply: dict[str, Any] = json.loads(out)
         log.debug("parser peak RSS %s kB", reply.get("peak_rss_kb"))
         if reply["ok"] is True:
-            return ParsedDocument.from_json(reply["document"])
+            return decode(reply)
         code, message = reply["code"], reply["message"]
         if code not in PARSE_ERROR_CODES or not isinstance(message, str):
             raise ValueError(f"unknown parse error code {code!r}")
