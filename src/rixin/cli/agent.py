@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
+import openai
 from rich.console import Console
 from rich.markup import escape
-
-if TYPE_CHECKING:
-    import openai
 
 JSONDict = dict[str, Any]
 TOOLS = ("file_search", "code_interpreter")
@@ -25,7 +23,7 @@ MAX_SHOWN = 2000
 
 
 class AgentCliError(Exception):
-    """A problem the user can fix (bad options, no client library); printed without a trace."""
+    """A problem the user can fix (bad options); printed without a trace."""
 
 
 def split_names(values: Iterable[str] | None) -> list[str]:
@@ -51,21 +49,11 @@ def responses_tools(tools: list[str], vector_stores: list[str]) -> list[JSONDict
 
 
 def openai_client(base_url: str, api_key: str) -> openai.OpenAI:
-    try:
-        import openai
-    except ImportError as exc:  # a dev/optional dependency of the server package
-        raise AgentCliError("this command needs the openai package: pip install openai") from exc
     return openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=0, timeout=600)
 
 
-CLIENT_ERRORS: tuple[type[Exception], ...] = (httpx.HTTPError,)
-"""What a request may raise besides the client's own ``openai.OpenAIError`` (a broken stream)."""
-try:
-    import openai as _openai
-
-    CLIENT_ERRORS = (_openai.OpenAIError, httpx.HTTPError)
-except ImportError:  # pragma: no cover - reported by ``openai_client``
-    pass
+CLIENT_ERRORS: tuple[type[Exception], ...] = (openai.OpenAIError, httpx.HTTPError)
+"""What a request may raise: the client's own errors, and ``httpx``'s for a broken stream."""
 
 
 @dataclass

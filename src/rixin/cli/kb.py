@@ -1,8 +1,7 @@
 """``rixin kb``: knowledge bases (vector stores) on a running server, over its OpenAI API.
 
 Every command talks to the server with the official ``openai`` client and takes the same
-``--base-url`` / ``--api-key`` options as ``rixin chat``. This module is registered by
-``rixin.cli.main`` (import that one, not this): it reuses the options defined there.
+``--base-url`` / ``--api-key`` options as ``rixin chat``.
 """
 
 from __future__ import annotations
@@ -20,7 +19,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from rixin.cli.main import ApiKey, BaseUrl, _api_key, console
+from rixin.cli.common import ApiKey, BaseUrl, console
+from rixin.cli.common import api_key as _api_key
 
 if TYPE_CHECKING:
     from openai import OpenAI

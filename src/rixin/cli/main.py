@@ -9,10 +9,12 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from rich.console import Console
 from rich.table import Column, Table
 
-from rixin.settings import Settings
+from rixin.cli.common import ApiKey, BaseUrl, DataDir, console
+from rixin.cli.common import api_key as _api_key
+from rixin.cli.common import settings as _settings
+from rixin.cli.kb import kb_app
 
 app = typer.Typer(no_args_is_help=True, help="rixin (日新): a private OpenAI-compatible platform.")
 models_app = typer.Typer(no_args_is_help=True, help="Models served by a running rixin.")
@@ -21,11 +23,7 @@ app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 agent_app = typer.Typer(no_args_is_help=True, help="Agent runs on a running rixin.")
 app.add_typer(agent_app, name="agent")
-console = Console()
-
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory.")]
-BaseUrl = Annotated[str, typer.Option("--base-url", envvar="RIXIN_BASE_URL")]
-ApiKey = Annotated[str | None, typer.Option("--api-key", envvar="RIXIN_API_KEY")]
+app.add_typer(kb_app, name="kb")
 Tools = Annotated[
     list[str] | None,
     typer.Option("--tools", help="Server-side tools: file_search,code_interpreter."),
@@ -33,22 +31,6 @@ Tools = Annotated[
 VectorStores = Annotated[
     list[str] | None, typer.Option("--vector-store", help="Vector store id(s) for file_search.")
 ]
-
-
-def _settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if data_dir is not None:
-        values["data_dir"] = data_dir
-    return Settings(**values)
-
-
-def _api_key(explicit: str | None) -> str:
-    if explicit:
-        return explicit
-    path = _settings().data_dir / "admin-key"
-    if path.exists():
-        return path.read_text().strip()
-    raise typer.BadParameter("no API key: pass --api-key or set RIXIN_API_KEY")
 
 
 @app.command()
@@ -194,9 +176,3 @@ def keys_revoke(key_id: str, data_dir: DataDir = None) -> None:
 
     asyncio.run(_with_auth(data_dir, action))
     console.print(json.dumps({"id": key_id, "deleted": True}))
-
-
-# Registered last: ``rixin kb`` reuses the options and helpers defined above.
-from rixin.cli.kb import kb_app  # noqa: E402
-
-app.add_typer(kb_app, name="kb")

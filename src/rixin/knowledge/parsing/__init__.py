@@ -1,8 +1,12 @@
 """Parsing untrusted files into structured text, in a sandboxed subprocess.
 
 ``parse_file`` / ``parse_file_async`` are the entry points; the extractors themselves run only in
-the child started by ``sandbox`` (see ``runner``).
+the child started by ``sandbox`` (see ``runner``). ``sandbox`` (and with it ``asyncio``) is
+imported on first use only: every parse starts a fresh interpreter that imports this package,
+and those imports were most of its start-up time.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from rixin.knowledge.parsing.document import (
     Block,
@@ -20,7 +24,20 @@ from rixin.knowledge.parsing.errors import (
 )
 from rixin.knowledge.parsing.faq import FaqEntry
 from rixin.knowledge.parsing.limits import ParseLimits
-from rixin.knowledge.parsing.sandbox import parse_faq_async, parse_file, parse_file_async
+
+if TYPE_CHECKING:
+    from rixin.knowledge.parsing.sandbox import parse_faq_async, parse_file, parse_file_async
+
+_SANDBOX = ("parse_faq_async", "parse_file", "parse_file_async")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SANDBOX:
+        from rixin.knowledge.parsing import sandbox
+
+        return getattr(sandbox, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Block",
