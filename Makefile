@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: run test lint fmt bench bench-serving bench-gateway bench-generation bench-embeddings \
-	bench-agents bench-retrieval bench-retrieval-api bench-search lock clean-venv
+	bench-agents bench-retrieval bench-retrieval-api bench-search bench-ingestion bench-pdf lock clean-venv
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
 
-bench: bench-serving bench-retrieval bench-search
+bench: bench-serving bench-retrieval bench-search bench-ingestion bench-pdf
 
 bench-serving: bench-gateway bench-generation bench-embeddings
 
@@ -55,7 +55,14 @@ bench-retrieval-api: $(STAMP)
 	$(BIN)/python bench/retrieval_api.py --dataset rgb --data-dir .bench/api-rgb
 
 bench-search: $(STAMP)
-	$(BIN)/python bench/search_latency.py
+	$(BIN)/python bench/search_latency.py --part ann --sizes 10000,100000
+	$(BIN)/python bench/search_latency.py --part rixin --sizes 10000,100000,1000000
+
+bench-ingestion: $(STAMP)
+	$(BIN)/python bench/ingestion.py --docs 150 --reps 2
+
+bench-pdf: $(STAMP)
+	$(BIN)/python bench/pdf_parsing.py --reps 3
 
 # Regenerate the hash-pinned lock from pyproject.toml (developers only; needs network).
 lock:
