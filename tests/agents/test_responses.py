@@ -33,6 +33,22 @@ EVENT_SCHEMAS = {
     "response.failed": "ResponseFailedEvent",
     "response.incomplete": "ResponseIncompleteEvent",
     "error": "ResponseErrorEvent",
+    "response.file_search_call.in_progress": "ResponseFileSearchCallInProgressEvent",
+    "response.file_search_call.searching": "ResponseFileSearchCallSearchingEvent",
+    "response.file_search_call.completed": "ResponseFileSearchCallCompletedEvent",
+    "response.code_interpreter_call.in_progress": "ResponseCodeInterpreterCallInProgressEvent",
+    "response.code_interpreter_call_code.delta": "ResponseCodeInterpreterCallCodeDeltaEvent",
+    "response.code_interpreter_call_code.done": "ResponseCodeInterpreterCallCodeDoneEvent",
+    "response.code_interpreter_call.interpreting": "ResponseCodeInterpreterCallInterpretingEvent",
+    "response.code_interpreter_call.completed": "ResponseCodeInterpreterCallCompletedEvent",
+    "response.mcp_list_tools.in_progress": "ResponseMCPListToolsInProgressEvent",
+    "response.mcp_list_tools.completed": "ResponseMCPListToolsCompletedEvent",
+    "response.mcp_list_tools.failed": "ResponseMCPListToolsFailedEvent",
+    "response.mcp_call.in_progress": "ResponseMCPCallInProgressEvent",
+    "response.mcp_call_arguments.delta": "ResponseMCPCallArgumentsDeltaEvent",
+    "response.mcp_call_arguments.done": "ResponseMCPCallArgumentsDoneEvent",
+    "response.mcp_call.completed": "ResponseMCPCallCompletedEvent",
+    "response.mcp_call.failed": "ResponseMCPCallFailedEvent",
 }
 
 WEATHER = {

@@ -15,6 +15,7 @@ from openapi_spec import validate
 from scripted_upstream import call_text
 
 from .mcp_server import McpServer
+from .test_responses import raw_stream, validate_stream
 
 
 @pytest.fixture(scope="module")
@@ -158,3 +159,64 @@ def test_code_interpreter_in_the_sandbox(
     assert "42" in str(upstream.bodies[-1]["messages"])
     assert response.output_text == "It is 42."
     validate("Response", get(agent_server, f"/responses/{response.id}"))
+
+
+def test_streamed_tool_calls_emit_their_progress_events(
+    client: openai.OpenAI, agent_server: RixinProcess, upstream: Any
+) -> None:
+    """file_search_call.* and code_interpreter_call*.* events, each valid and in the spec's
+    order, between the item's ``output_item.added`` and ``output_item.done``."""
+    store = client.vector_stores.create(name="events")
+    upstream.script = [
+        call_text("file_search", query="anything"),
+        call_text("code_interpreter", code="print(2 + 2)"),
+        "Done.",
+    ]
+    events = raw_stream(
+        agent_server,
+        {
+            "model": "fake-chat",
+            "input": "Search, then compute.",
+            "tools": [
+                {"type": "file_search", "vector_store_ids": [store.id]},
+                {"type": "code_interpreter", "container": {"type": "auto"}},
+            ],
+        },
+    )
+    validate_stream(events)
+    kinds = [e["type"] for e in events]
+    search = [k for k in kinds if k.startswith("response.file_search_call.")]
+    assert search == [
+        f"response.file_search_call.{s}" for s in ("in_progress", "searching", "completed")
+    ]
+    code = [k for k in kinds if k.startswith("response.code_interpreter_call")]
+    assert code == [
+        "response.code_interpreter_call.in_progress",
+        "response.code_interpreter_call_code.delta",
+        "response.code_interpreter_call_code.done",
+        "response.code_interpreter_call.interpreting",
+        "response.code_interpreter_call.completed",
+    ]
+    done = next(e for e in events if e["type"] == "response.code_interpreter_call_code.done")
+    assert done["code"] == "print(2 + 2)"
+    assert kinds[-1] == "response.completed"
+
+
+def test_streamed_mcp_calls_emit_their_progress_events(
+    agent_server: RixinProcess, upstream: Any, mcp: tuple[McpServer, str]
+) -> None:
+    _, url = mcp
+    upstream.script = [call_text("add", a=2, b=3), "The sum is 5."]
+    events = raw_stream(
+        agent_server, {"model": "fake-chat", "input": "2+3?", "tools": [mcp_tool(url)]}
+    )
+    validate_stream(events)
+    kinds = [e["type"] for e in events if ".mcp_" in e["type"]]
+    assert kinds == [
+        "response.mcp_list_tools.in_progress",
+        "response.mcp_list_tools.completed",
+        "response.mcp_call.in_progress",
+        "response.mcp_call_arguments.delta",
+        "response.mcp_call_arguments.done",
+        "response.mcp_call.completed",
+    ]

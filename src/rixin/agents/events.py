@@ -4,9 +4,12 @@ For each run: ``response.created`` (then ``response.in_progress``), per output i
 ``response.output_item.added`` … ``response.output_item.done`` with, for a message,
 ``content_part.added``, ``output_text.delta``*, ``output_text.annotation.added``* (file
 citations), ``output_text.done``, ``content_part.done`` and,
-for a function call, ``function_call_arguments.delta``/``.done``; finally ``response.completed``,
-``response.incomplete`` or ``response.failed``. Every event carries a ``sequence_number``
-counted from 0 for each stream.
+for a function call, ``function_call_arguments.delta``/``.done``, and for the server-side tools
+their progress events (``file_search_call.in_progress``/``.searching``/``.completed``;
+``code_interpreter_call.in_progress``, ``code_interpreter_call_code.delta``/``.done``,
+``code_interpreter_call.interpreting``/``.completed``; ``mcp_list_tools.*``, ``mcp_call.*``);
+finally ``response.completed``, ``response.incomplete`` or ``response.failed``. Every event
+carries a ``sequence_number`` counted from 0 for each stream.
 """
 
 from __future__ import annotations
@@ -82,7 +85,8 @@ class ResponseEventStream:
         self._added.add(index)
         pending = _pending(item)
         out = [self._event("response.output_item.added", output_index=index, item=pending)]
-        if item.get("type") == "message":
+        kind = item.get("type")
+        if kind == "message":
             out.append(
                 self._event(
                     "response.content_part.added",
@@ -92,6 +96,8 @@ class ResponseEventStream:
                     part=_text_part(""),
                 )
             )
+        for name in _STARTED.get(str(kind), ()):
+            out.append(self._event(name, item_id=item["id"], output_index=index))
         return out
 
     def _item_done(self, event: ItemDone) -> list[JSONDict]:
@@ -132,8 +138,48 @@ class ResponseEventStream:
                     arguments=arguments,
                 )
             )
+        else:
+            out.extend(self._tool_done(index, item))
         out.append(self._event("response.output_item.done", output_index=index, item=item))
         return out
+
+    def _tool_done(self, index: int, item: JSONDict) -> list[JSONDict]:
+        """A server-side tool call's events between its announcement and ``output_item.done``."""
+        kind, common = item.get("type"), {"item_id": item["id"], "output_index": index}
+        if kind == "file_search_call":
+            return [self._event("response.file_search_call.completed", **common)]
+        if kind == "code_interpreter_call":
+            code = str(item.get("code") or "")
+            return [
+                self._event("response.code_interpreter_call_code.delta", **common, delta=code),
+                self._event("response.code_interpreter_call_code.done", **common, code=code),
+                self._event("response.code_interpreter_call.interpreting", **common),
+                self._event("response.code_interpreter_call.completed", **common),
+            ]
+        if kind == "mcp_list_tools":
+            ended = "failed" if item.get("error") else "completed"
+            return [self._event(f"response.mcp_list_tools.{ended}", **common)]
+        if kind == "mcp_call":
+            arguments = str(item.get("arguments", ""))
+            ended = "failed" if item.get("error") else "completed"
+            return [
+                self._event("response.mcp_call_arguments.delta", **common, delta=arguments),
+                self._event("response.mcp_call_arguments.done", **common, arguments=arguments),
+                self._event(f"response.mcp_call.{ended}", **common),
+            ]
+        return []
+
+
+_STARTED: dict[str, tuple[str, ...]] = {
+    "file_search_call": (
+        "response.file_search_call.in_progress",
+        "response.file_search_call.searching",
+    ),
+    "code_interpreter_call": ("response.code_interpreter_call.in_progress",),
+    "mcp_list_tools": ("response.mcp_list_tools.in_progress",),
+    "mcp_call": ("response.mcp_call.in_progress",),
+}
+"""The events that follow ``output_item.added`` for a server-side tool call."""
 
 
 def _text_part(text: str, annotations: list[JSONDict] | None = None) -> JSONDict:
@@ -147,6 +193,12 @@ def _pending(item: JSONDict) -> JSONDict:
         return {**item, "status": "in_progress", "content": []}
     if kind == "function_call":
         return {**item, "status": "in_progress", "arguments": ""}
+    if kind == "file_search_call":
+        return {**item, "status": "in_progress", "results": None}
+    if kind == "code_interpreter_call":
+        return {**item, "status": "in_progress", "code": "", "outputs": None}
+    if kind == "mcp_call":
+        return {**item, "status": "in_progress", "output": None, "error": None}
     return item
 
 
