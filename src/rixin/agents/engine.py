@@ -7,17 +7,23 @@
                   │   └── tool calls (server-side), then the next model step
                   └──▶ cancelling ──▶ cancelled
 
-One ``execute(run_id)`` drives a run until it settles. Every step is a transaction: the model's
-message and the calls it decided are written together (calls into the tool-call ledger as
-``planned``, with the ids their output items will have); a server-side call is marked ``started``
-in its own transaction *before* it runs and ``succeeded``/``failed`` together with its output
-item. A run resumed after a crash therefore never repeats a model step whose outcome was
-recorded, never duplicates an item (``(run_id, phase, position)`` is unique), and never runs a
-side-effecting call that may already have run: it fails instead (RELIABILITY D2, D4).
+One ``execute(run_id)`` drives a run until it settles. Every step is one transaction: the run's
+row (counters, usage, lease renewal and, when the step ends the run, its final status), the
+model's message and the calls it decided (into the tool-call ledger as ``planned``, with the ids
+their output items will have), and the surface's ``on_settled`` hook. A server-side call is
+marked ``started`` in its own transaction *before* it runs and ``succeeded``/``failed`` together
+with its output item. A run resumed after a crash therefore never repeats a model step whose
+outcome was recorded, never duplicates an item (``(run_id, phase, position)`` is unique), and
+never runs a side-effecting call that may already have run: it fails instead (RELIABILITY D2,
+D4).
 
 The executor holds a lease on the run (``lease_owner``/``lease_expires_at``), renewed by a
-heartbeat that also notices a requested cancellation; every write checks the lease, so a stale
-executor that lost it cannot write. ``sweep()`` settles runs whose executor vanished.
+heartbeat that also notices a requested cancellation. Every write updates the run's row with
+``WHERE lease_owner = <this executor>`` first and stops (``LeaseLost``, rolled back) unless that
+matched, so a stale executor that lost the lease cannot write. While it holds the lease the
+executor is the run's only writer, so it keeps what it wrote in memory (``RunState``) and reads
+the run only when it takes it over (``_begin``). ``start_run`` creates a run already leased to
+the caller, for runs executed at once. ``sweep()`` settles runs whose executor vanished.
 """
 
 from __future__ import annotations
@@ -29,9 +35,9 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rixin.agents import items as itemlib
@@ -47,7 +53,7 @@ from rixin.agents.runs import (
     RunView,
     Sink,
     TextDelta,
-    load_items,
+    load_run_items,
     load_view,
     no_sink,
     view_of,
@@ -61,6 +67,9 @@ from rixin.store.db import Database
 from rixin.store.ids import new_id
 from rixin.store.records import now_s
 from rixin.store.records_agents import AgentItemRecord, AgentRunRecord, ToolCallRecord
+
+if TYPE_CHECKING:
+    from rixin.agents.worker import RunWorker
 
 log = logging.getLogger("rixin.agents")
 
@@ -92,15 +101,25 @@ def error_body(exc: BaseException) -> JSONDict:
 
 
 @dataclass
-class _State:
+class RunState:
+    """An executor's hold on a run: the run as it last wrote it, its items, its open calls."""
+
     run: AgentRunRecord
     owner: str
     inputs: list[StoredItem]
     history: list[StoredItem]
     output: list[StoredItem]
+    pending: list[ToolCallRecord] = field(default_factory=list)
+    """Server-side calls planned or started but not finished, in ledger order."""
+    ledger: int = 0
+    """Rows in the run's tool-call ledger: the next call's position."""
     toolset: Toolset = field(default_factory=Toolset)
+    tools_built: bool = False
+    """``toolset`` holds the run's tools (else execution builds them first)."""
     cancel_requested: bool = False
     lost: bool = False
+    settled: RunView | None = None
+    """The run as this executor settled it."""
 
 
 @dataclass
@@ -127,6 +146,8 @@ class RunEngine:
         self.build_context = build_context
         self._hooks: dict[str, RunHooks] = {}
         self.name = f"engine-{secrets.token_hex(4)}"
+        self.worker: RunWorker | None = None
+        """Executes the background runs of every surface (``rixin.agents.worker.run_worker``)."""
 
     def register_surface(self, surface: str, hooks: RunHooks) -> None:
         """Say how runs created by ``surface`` (``response``, ``assistants``) get context."""
@@ -151,14 +172,19 @@ class RunEngine:
         previous_run_id: str | None = None,
         conversation_id: str | None = None,
         run_id: str | None = None,
+        owner: str | None = None,
     ) -> AgentRunRecord:
-        """Insert a ``queued`` run and its input items in the caller's transaction."""
+        """Insert a ``queued`` run and its input items in the caller's transaction.
+
+        With ``owner`` the run is inserted ``in_progress`` under that executor's lease instead
+        (see ``start_run``).
+        """
         now = now_s()
         run = AgentRunRecord(
             id=run_id or new_id("resp"),
             project_id=project_id,
             surface=surface,
-            status=RunStatus.QUEUED,
+            status=RunStatus.IN_PROGRESS if owner else RunStatus.QUEUED,
             model=model,
             background=background,
             store=store,
@@ -167,30 +193,69 @@ class RunEngine:
             conversation_id=conversation_id,
             steps=0,
             tool_calls_used=0,
+            lease_owner=owner,
             # A foreground run is executed at once; if its process dies the lease lapses.
-            lease_expires_at=None if background else time.time() + self.settings.run_lease_s,
+            lease_expires_at=None
+            if background and owner is None
+            else time.time() + self.settings.run_lease_s,
             created_at=now,
             updated_at=now,
         )
         session.add(run)
         await session.flush()
-        for position, item in enumerate(inputs):
-            session.add(_item_record(run, "input", position, item))
-        await session.flush()
+        await _insert_items(session, run, "input", 0, inputs)
         return run
+
+    async def start_run(
+        self, session: AsyncSession, *, toolset: Toolset | None = None, **fields: Any
+    ) -> RunState:
+        """``create_run`` for a run the caller executes at once: ``execute(run_id, state=…)``.
+
+        The run is inserted ``in_progress`` under a lease of this engine and its history is read
+        in the caller's transaction, so execution writes nothing before the first model step.
+        If the process dies before then, the lease lapses and ``sweep`` settles the run.
+        ``toolset``: the run's tools, when the caller built them already (with the run's
+        ``build_context``), so they are not built again (an ``mcp`` tool lists its server's).
+        """
+        owner = self._new_owner()
+        run = await self.create_run(session, **fields, owner=owner)
+        history = await self.hooks(run.surface).history(session, run)
+        state = RunState(
+            run=run,
+            owner=owner,
+            inputs=list(fields.get("inputs") or ()),
+            history=history,
+            output=[],
+        )
+        if toolset is not None:
+            state.toolset, state.tools_built = toolset, True
+        return state
+
+    def _new_owner(self) -> str:
+        return f"{self.name}:{secrets.token_hex(4)}"
 
     # -- executing -----------------------------------------------------------------------
 
-    async def execute(self, run_id: str, *, sink: Sink = no_sink, detach: bool = False) -> None:
-        """Drive the run until it settles.
+    async def execute(
+        self,
+        run_id: str,
+        *,
+        sink: Sink = no_sink,
+        detach: bool = False,
+        state: RunState | None = None,
+    ) -> RunView | None:
+        """Drive the run until it settles; returns the run as settled here (None when this
+        executor did not settle it: not runnable, or its lease was lost).
 
         ``detach``: when this task is cancelled from outside (a worker shutting down), leave
         the run as it is for the next executor; otherwise (a client went away) cancel it.
+        ``state``: the hold ``start_run`` returned, so the run is not read again.
         """
-        state = await self._begin(run_id)
         if state is None:
-            return
-        await sink(RunUpdated(await self._view(state)))
+            state = await self._begin(run_id)
+            if state is None:
+                return None
+        await sink(RunUpdated(view_of(state.run, state.output)))
         inner = asyncio.create_task(self._drive(state, sink), name=f"rixin-run-{run_id}")
         beat = asyncio.create_task(self._heartbeat(state, inner))
         try:
@@ -204,8 +269,9 @@ class RunEngine:
             raise
         finally:
             beat.cancel()
+        return state.settled
 
-    async def _drive(self, state: _State, sink: Sink) -> None:
+    async def _drive(self, state: RunState, sink: Sink) -> None:
         try:
             await self._loop(state, sink)
         except asyncio.CancelledError:
@@ -223,8 +289,9 @@ class RunEngine:
             with contextlib.suppress(LeaseLost):
                 await self._settle(state, RunStatus.FAILED, sink, error=error_body(exc))
 
-    async def _begin(self, run_id: str) -> _State | None:
-        owner = f"{self.name}:{secrets.token_hex(4)}"
+    async def _begin(self, run_id: str) -> RunState | None:
+        """Take over a run (a job, a restart): one transaction reads all the executor needs."""
+        owner = self._new_owner()
         async with self.db.session() as session:
             run = await session.get(AgentRunRecord, run_id)
             if run is None or run.status not in ACTIVE:
@@ -239,17 +306,34 @@ class RunEngine:
             run.lease_expires_at = time.time() + self.settings.run_lease_s
             run.updated_at = now_s()
             history = await self.hooks(run.surface).history(session, run)
-            inputs = await load_items(session, run.id, "input")
-            output = await load_items(session, run.id, "output")
-        return _State(run=run, owner=owner, inputs=inputs, history=history, output=output)
+            inputs, output = await load_run_items(session, run.id)
+            ledger: list[ToolCallRecord] = []
+            if run.tool_calls_used:  # a run that never decided a call has no ledger rows
+                ledger = list(
+                    await session.scalars(
+                        select(ToolCallRecord)
+                        .where(ToolCallRecord.run_id == run.id)
+                        .order_by(ToolCallRecord.position)
+                    )
+                )
+        pending = [row for row in ledger if row.state in ("planned", "started")]
+        return RunState(
+            run=run,
+            owner=owner,
+            inputs=inputs,
+            history=history,
+            output=output,
+            pending=pending,
+            ledger=len(ledger),
+        )
 
-    async def _heartbeat(self, state: _State, inner: asyncio.Task[None]) -> None:
+    async def _heartbeat(self, state: RunState, inner: asyncio.Task[None]) -> None:
         interval = max(0.2, self.settings.run_lease_s / 3)
         while not inner.done():
             await asyncio.sleep(interval)
             try:
                 async with self.db.session() as session:
-                    result = await session.execute(
+                    status = await session.scalar(
                         update(AgentRunRecord)
                         .where(
                             AgentRunRecord.id == state.run.id,
@@ -257,14 +341,12 @@ class RunEngine:
                             AgentRunRecord.status.in_(sorted(ACTIVE)),
                         )
                         .values(lease_expires_at=time.time() + self.settings.run_lease_s)
-                    )
-                    status = await session.scalar(
-                        select(AgentRunRecord.status).where(AgentRunRecord.id == state.run.id)
+                        .returning(AgentRunRecord.status)
                     )
             except RixinError:
                 log.warning("run %s: heartbeat failed; will retry", state.run.id)
                 continue
-            if getattr(result, "rowcount", 0) != 1:
+            if status is None:  # the lease is not ours any more
                 state.lost = True
                 inner.cancel()
                 return
@@ -275,10 +357,12 @@ class RunEngine:
 
     # -- the loop ------------------------------------------------------------------------
 
-    async def _loop(self, state: _State, sink: Sink) -> None:
+    async def _loop(self, state: RunState, sink: Sink) -> None:
         run = state.run
-        ctx = self.build_context(run.project_id, run.id)
-        state.toolset = await self.registry.build(run.params.get("tools") or [], ctx)
+        if not state.tools_built:
+            ctx = self.build_context(run.project_id, run.id)
+            state.toolset = await self.registry.build(run.params.get("tools") or [], ctx)
+            state.tools_built = True
         if not state.output and run.steps == 0:
             await self._start(state, sink)
         while True:
@@ -291,7 +375,7 @@ class RunEngine:
             if await self._record_step(state, sink, result, streaming):
                 return
 
-    async def _model_step(self, state: _State, sink: Sink) -> tuple[StepResult, _Streaming]:
+    async def _model_step(self, state: RunState, sink: Sink) -> tuple[StepResult, _Streaming]:
         run = state.run
         params = run.params
         messages: list[JSONDict] = []
@@ -327,32 +411,45 @@ class RunEngine:
         return await self.step(request, on_text), streaming
 
     async def _record_step(
-        self, state: _State, sink: Sink, result: StepResult, streaming: _Streaming
+        self, state: RunState, sink: Sink, result: StepResult, streaming: _Streaming
     ) -> bool:
-        """Persist one step's outcome; True when the run settled."""
+        """Persist one step's outcome in one transaction; True when the run settled."""
         run = state.run
         usage = _add_usage(run.usage, result)
         new_items: list[StoredItem] = []
         if result.text:
             status = "incomplete" if result.finish_reason == "length" else "completed"
-            new_items.append(
-                StoredItem(itemlib.assistant_message(result.text, status, id_=streaming.item_id))
+            cites = itemlib.file_citations(result.text, [i.data for i in state.output])
+            message = itemlib.assistant_message(
+                result.text, status, id_=streaming.item_id, annotations=cites
             )
+            new_items.append(StoredItem(message))
         if result.finish_reason == "length" and not result.calls:
-            await self._append_many(state, sink, new_items, steps=1, usage=usage)
-            await self._settle(
-                state, RunStatus.INCOMPLETE, sink, incomplete={"reason": "max_output_tokens"}
+            await self._commit(
+                state,
+                sink,
+                new_items,
+                steps=1,
+                usage=usage,
+                status=RunStatus.INCOMPLETE,
+                incomplete={"reason": "max_output_tokens"},
             )
             return True
         if not result.calls:
-            await self._append_many(state, sink, new_items, steps=1, usage=usage)
-            await self._settle(state, RunStatus.COMPLETED, sink)
+            await self._commit(
+                state, sink, new_items, steps=1, usage=usage, status=RunStatus.COMPLETED
+            )
             return True
         limit = self._tool_limit(run)
         if run.tool_calls_used + len(result.calls) > limit:
-            await self._append_many(state, sink, new_items, steps=1, usage=usage)
-            await self._settle(
-                state, RunStatus.INCOMPLETE, sink, incomplete={"reason": "max_tool_calls"}
+            await self._commit(
+                state,
+                sink,
+                new_items,
+                steps=1,
+                usage=usage,
+                status=RunStatus.INCOMPLETE,
+                incomplete={"reason": "max_tool_calls"},
             )
             return True
         planned: list[tuple[ToolCall, Tool]] = []
@@ -368,10 +465,19 @@ class RunEngine:
                 new_items.append(StoredItem(_approval_request(tool, call), _call_view(call)))
             else:
                 planned.append((call, tool))
-        await self._append_many(
-            state, sink, new_items, steps=1, usage=usage, plan=planned, calls=len(result.calls)
+        # Only client calls or approval requests: the run waits for the client at once.
+        waits = not planned and _awaiting_client([*state.output, *new_items])
+        await self._commit(
+            state,
+            sink,
+            new_items,
+            steps=1,
+            usage=usage,
+            plan=planned,
+            calls=len(result.calls),
+            status=RunStatus.REQUIRES_ACTION if waits else None,
         )
-        return False
+        return waits
 
     def _tool_limit(self, run: AgentRunRecord) -> int:
         cap = self.settings.max_tool_iterations
@@ -380,19 +486,9 @@ class RunEngine:
 
     # -- server-side tool calls ------------------------------------------------------------
 
-    async def _run_pending(self, state: _State, sink: Sink) -> None:
-        async with self.db.session(readonly=True) as session:
-            rows = list(
-                await session.scalars(
-                    select(ToolCallRecord)
-                    .where(
-                        ToolCallRecord.run_id == state.run.id,
-                        ToolCallRecord.state.in_(("planned", "started")),
-                    )
-                    .order_by(ToolCallRecord.position)
-                )
-            )
-        for row in rows:
+    async def _run_pending(self, state: RunState, sink: Sink) -> None:
+        while state.pending:
+            row = state.pending[0]
             tool = state.toolset.get(row.tool_name)
             call = ToolCall(row.call_id, row.tool_name, row.arguments)
             if tool is None:
@@ -403,9 +499,10 @@ class RunEngine:
                     "was running; it was not run again. Check its effect before retrying."
                 )
             await self._execute_call(state, sink, row, tool, call)
+            state.pending.pop(0)
 
     async def _execute_call(
-        self, state: _State, sink: Sink, row: ToolCallRecord, tool: Tool, call: ToolCall
+        self, state: RunState, sink: Sink, row: ToolCallRecord, tool: Tool, call: ToolCall
     ) -> None:
         item_id = str(row.call["item_id"])
         index = len(state.output)
@@ -427,38 +524,40 @@ class RunEngine:
         view = {**_call_view(call), "output": output.text}
         await self._finish_call(state, sink, row, StoredItem(item, view), output)
 
-    async def _mark_started(self, state: _State, row: ToolCallRecord) -> None:
+    async def _mark_started(self, state: RunState, row: ToolCallRecord) -> None:
+        """Its own transaction, committed before the call runs (D4)."""
         async with self.db.session() as session:
-            await self._check_lease(session, state)
+            await self._write_run(session, state, self._renewal())
             await session.execute(
                 update(ToolCallRecord).where(ToolCallRecord.id == row.id).values(state="started")
             )
+        row.state = "started"
 
     async def _finish_call(
         self,
-        state: _State,
+        state: RunState,
         sink: Sink,
         row: ToolCallRecord,
         stored: StoredItem,
         output: ToolOutput,
     ) -> None:
+        finished = {
+            "state": "failed" if output.failed else "succeeded",
+            "output": {"text": output.text[:10_000]},
+            "finished_at": now_s(),
+        }
+        position = len(state.output)
         async with self.db.session() as session:
-            await self._check_lease(session, state)
-            position = len(state.output)
-            session.add(_item_record(state.run, "output", position, stored))
+            await self._write_run(session, state, self._renewal())
+            await _insert_items(session, state.run, "output", position, [stored])
             await session.execute(
-                update(ToolCallRecord)
-                .where(ToolCallRecord.id == row.id)
-                .values(
-                    state="failed" if output.failed else "succeeded",
-                    output={"text": output.text[:10_000]},
-                    finished_at=now_s(),
-                )
+                update(ToolCallRecord).where(ToolCallRecord.id == row.id).values(**finished)
             )
+        row.state = str(finished["state"])
         state.output.append(stored)
         await sink(ItemDone(position, stored.data))
 
-    async def _start(self, state: _State, sink: Sink) -> None:
+    async def _start(self, state: RunState, sink: Sink) -> None:
         """The run's first writes, in one transaction: tool listings and approval answers.
 
         Approved calls are planned like the model's own (so they run exactly once); declined
@@ -496,118 +595,108 @@ class RunEngine:
             view = {**_call_view(call), "output": "The user declined this tool call."}
             new_items.append(StoredItem(data, view))
         if new_items or planned:
-            await self._append_many(
+            await self._commit(
                 state, sink, new_items, plan=planned, approvals=approvals, calls=len(planned)
             )
 
     # -- persistence -----------------------------------------------------------------------
 
-    async def _check_lease(self, session: AsyncSession, state: _State) -> None:
-        result = await session.execute(
-            update(AgentRunRecord)
-            .where(
-                AgentRunRecord.id == state.run.id,
+    def _renewal(self) -> JSONDict:
+        return {"updated_at": now_s(), "lease_expires_at": time.time() + self.settings.run_lease_s}
+
+    async def _write_run(
+        self, session: AsyncSession, state: RunState, values: JSONDict, *, leased: bool = True
+    ) -> None:
+        """Update the run's row, only while this executor holds the lease (``leased``): the
+        lease check is the UPDATE's own WHERE clause. ``LeaseLost`` (rolling back the whole
+        transaction) when it matched nothing."""
+        query = update(AgentRunRecord).where(AgentRunRecord.id == state.run.id)
+        if leased:
+            query = query.where(
                 AgentRunRecord.lease_owner == state.owner,
                 AgentRunRecord.status.in_(sorted(ACTIVE)),
             )
-            .values(updated_at=now_s(), lease_expires_at=time.time() + self.settings.run_lease_s)
-        )
+        result = await session.execute(query.values(**values))
         if getattr(result, "rowcount", 0) != 1:
             state.lost = True
             raise LeaseLost(state.run.id)
 
-    async def _append_many(
+    async def _commit(
         self,
-        state: _State,
+        state: RunState,
         sink: Sink,
-        new_items: list[StoredItem],
+        new_items: Sequence[StoredItem] = (),
         *,
         steps: int = 0,
         usage: JSONDict | None = None,
         plan: Sequence[tuple[ToolCall, Tool]] = (),
         approvals: dict[str, StoredItem] | None = None,
         calls: int = 0,
+        status: RunStatus | None = None,
+        error: JSONDict | None = None,
+        incomplete: JSONDict | None = None,
     ) -> None:
-        """One transaction: output items, planned tool calls, counters."""
+        """One transaction: the run's row (lease checked, counters, and with ``status`` the
+        settling), output items, planned calls, and the surface's ``on_settled`` hook."""
         run = state.run
-        first = len(state.output)
-        async with self.db.session() as session:
-            await self._check_lease(session, state)
-            for offset, item in enumerate(new_items):
-                session.add(_item_record(run, "output", first + offset, item))
-            base = await _ledger_size(session, run.id)
-            for offset, (call, tool) in enumerate(plan):
-                request = (approvals or {}).get(call.call_id)
-                session.add(
-                    ToolCallRecord(
-                        id=f"{run.id}:{call.call_id}"[:200],
-                        run_id=run.id,
-                        project_id=run.project_id,
-                        call_id=call.call_id,
-                        position=base + offset,
-                        tool_type=tool.type,
-                        tool_name=tool.name,
-                        arguments=call.arguments,
-                        side_effects=tool.side_effects,
-                        state="planned",
-                        call={
-                            "item_id": itemlib.item_id(_item_type(tool)),
-                            "approval_request_id": request.id if request else None,
-                        },
-                        created_at=now_s(),
-                    )
-                )
-            values: JSONDict = {
-                "steps": run.steps + steps,
-                "tool_calls_used": run.tool_calls_used + calls,
-            }
-            if usage is not None:
-                values["usage"] = usage
-            await session.execute(
-                update(AgentRunRecord).where(AgentRunRecord.id == run.id).values(**values)
-            )
-        run.steps += steps
-        run.tool_calls_used += calls
+        values = self._renewal()
+        if steps:
+            values["steps"] = run.steps + steps
+        if calls:
+            values["tool_calls_used"] = run.tool_calls_used + calls
         if usage is not None:
-            run.usage = usage
+            values["usage"] = usage
+        if status is not None:
+            values.update(
+                status=status,
+                error=error,
+                incomplete_details=incomplete,
+                lease_owner=None,
+                lease_expires_at=None,
+            )
+            if status in (RunStatus.COMPLETED, RunStatus.REQUIRES_ACTION):
+                values["completed_at"] = values["updated_at"]
+        first = len(state.output)
+        output = [*state.output, *new_items]
+        ledger = [
+            _ledger_record(
+                run, call, tool, state.ledger + offset, (approvals or {}).get(call.call_id)
+            )
+            for offset, (call, tool) in enumerate(plan)
+        ]
+        hooked = status in (RunStatus.COMPLETED, RunStatus.REQUIRES_ACTION, RunStatus.INCOMPLETE)
+        before = {key: getattr(run, key) for key in values}
+        _assign(run, values)  # what on_settled sees; undone if the transaction fails
+        try:
+            async with self.db.session() as session:
+                leased = status != RunStatus.CANCELLED or not state.lost
+                await self._write_run(session, state, values, leased=leased)
+                await _insert_items(session, run, "output", first, new_items)
+                session.add_all(ledger)
+                if hooked:
+                    await self.hooks(run.surface).on_settled(session, run, state.inputs, output)
+        except BaseException:
+            _assign(run, before)
+            raise
+        state.output.extend(new_items)
+        state.pending.extend(ledger)
+        state.ledger += len(ledger)
         for offset, item in enumerate(new_items):
-            state.output.append(item)
-            await sink(ItemDone(first + offset, item.data))
+            await sink(ItemDone(first + offset, item.data, settled=hooked))
+        if status is not None:
+            state.settled = view_of(run, state.output)
+            await sink(RunUpdated(state.settled))
 
     async def _settle(
         self,
-        state: _State,
+        state: RunState,
         status: RunStatus,
         sink: Sink,
         *,
         error: JSONDict | None = None,
         incomplete: JSONDict | None = None,
     ) -> None:
-        run = state.run
-        async with self.db.session() as session:
-            if status != RunStatus.CANCELLED or not state.lost:
-                await self._check_lease(session, state)
-            record = await session.get(AgentRunRecord, run.id)
-            if record is None:
-                raise LeaseLost(run.id)
-            record.status = status
-            record.error = error
-            record.incomplete_details = incomplete
-            record.lease_owner = None
-            record.lease_expires_at = None
-            record.updated_at = now_s()
-            if status in (RunStatus.COMPLETED, RunStatus.REQUIRES_ACTION):
-                record.completed_at = now_s()
-            if status in (RunStatus.COMPLETED, RunStatus.REQUIRES_ACTION, RunStatus.INCOMPLETE):
-                await self.hooks(run.surface).on_settled(
-                    session, record, state.inputs, state.output
-                )
-            view = view_of(record, state.output)
-        state.run = record
-        await sink(RunUpdated(view))
-
-    async def _view(self, state: _State) -> RunView:
-        return view_of(state.run, state.output)
+        await self._commit(state, sink, status=status, error=error, incomplete=incomplete)
 
     # -- outside the executor ----------------------------------------------------------------
 
@@ -678,25 +767,59 @@ async def _shielded(coro: Any) -> None:
         await asyncio.shield(coro)
 
 
-def _item_record(run: AgentRunRecord, phase: str, position: int, item: StoredItem) -> Any:
-    return AgentItemRecord(
-        id=item.id,
+async def _insert_items(
+    session: AsyncSession,
+    run: AgentRunRecord,
+    phase: str,
+    first: int,
+    items: Sequence[StoredItem],
+) -> None:
+    """One INSERT of the items at positions ``first``… (no unit-of-work bookkeeping)."""
+    if not items:
+        return
+    now = now_s()
+    rows = [
+        {
+            "id": item.id,
+            "run_id": run.id,
+            "project_id": run.project_id,
+            "phase": phase,
+            "position": first + offset,
+            "type": item.type,
+            "data": item.data,
+            "call": item.call,
+            "created_at": now,
+        }
+        for offset, item in enumerate(items)
+    ]
+    await session.execute(insert(AgentItemRecord), rows)
+
+
+def _ledger_record(
+    run: AgentRunRecord, call: ToolCall, tool: Tool, position: int, request: StoredItem | None
+) -> ToolCallRecord:
+    return ToolCallRecord(
+        id=f"{run.id}:{call.call_id}"[:200],
         run_id=run.id,
         project_id=run.project_id,
-        phase=phase,
+        call_id=call.call_id,
         position=position,
-        type=item.type,
-        data=item.data,
-        call=item.call,
+        tool_type=tool.type,
+        tool_name=tool.name,
+        arguments=call.arguments,
+        side_effects=tool.side_effects,
+        state="planned",
+        call={
+            "item_id": itemlib.item_id(_item_type(tool)),
+            "approval_request_id": request.id if request else None,
+        },
         created_at=now_s(),
     )
 
 
-async def _ledger_size(session: AsyncSession, run_id: str) -> int:
-    rows = await session.scalars(
-        select(ToolCallRecord.position).where(ToolCallRecord.run_id == run_id)
-    )
-    return len(list(rows))
+def _assign(run: AgentRunRecord, values: JSONDict) -> None:
+    for key, value in values.items():
+        setattr(run, key, value)
 
 
 def _add_usage(usage: JSONDict | None, result: StepResult) -> JSONDict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -97,6 +97,34 @@ async def load_items(session: AsyncSession, run_id: str, phase: str) -> list[Sto
     return [StoredItem(dict(row.data), dict(row.call) if row.call else None) for row in rows]
 
 
+async def load_runs_items(
+    session: AsyncSession, run_ids: Sequence[str]
+) -> dict[str, tuple[list[StoredItem], list[StoredItem]]]:
+    """The ``(input, output)`` items of each run, in order, in one query."""
+    found: dict[str, tuple[list[StoredItem], list[StoredItem]]] = {
+        run_id: ([], []) for run_id in run_ids
+    }
+    if not found:
+        return found
+    rows = await session.scalars(
+        select(AgentItemRecord)
+        .where(AgentItemRecord.run_id.in_(list(found)))
+        .order_by(AgentItemRecord.run_id, AgentItemRecord.phase, AgentItemRecord.position)
+    )
+    for row in rows:
+        inputs, outputs = found[row.run_id]
+        item = StoredItem(dict(row.data), dict(row.call) if row.call else None)
+        (inputs if row.phase == "input" else outputs).append(item)
+    return found
+
+
+async def load_run_items(
+    session: AsyncSession, run_id: str
+) -> tuple[list[StoredItem], list[StoredItem]]:
+    """A run's ``(input, output)`` items, in order, in one query."""
+    return (await load_runs_items(session, [run_id]))[run_id]
+
+
 async def load_view(session: AsyncSession, run: AgentRunRecord) -> RunView:
     return view_of(run, await load_items(session, run.id, "output"))
 
@@ -128,6 +156,9 @@ class TextDelta:
 class ItemDone:
     index: int
     item: JSONDict
+    settled: bool = False
+    """Stored in the transaction that settled the run, so the surface's ``on_settled`` hook
+    has seen it already."""
 
 
 RunEvent = RunUpdated | ItemAdded | TextDelta | ItemDone

@@ -1,10 +1,14 @@
 """In-process worker pool: N async workers claim jobs and run the handler registered per kind.
 
-Workers poll the queue every ``poll_interval_s`` and wake at once when this process enqueues
-(``JobQueue.add_listener``). While a handler runs, its lease is extended every third of the lease;
-when that fails (the job was cancelled, or another worker took over after an expiry) the handler
-is cancelled. Handlers are coroutines on the event loop: CPU-heavy ones run their work in a
-thread or subprocess themselves (``asyncio.to_thread``), so the loop never blocks.
+Idle workers sleep until woken: by this process enqueueing (``JobQueue.add_listener``), by a
+busy worker that just claimed (more jobs may be due), or by the pool's one poller every
+``poll_interval_s`` (jobs enqueued elsewhere, retries after back-off, expired leases). So an idle
+pool costs one claim per interval, however many workers it has.
+
+While a handler runs, its lease is extended every third of the lease; when that fails (the job
+was cancelled, or another worker took over after an expiry) the handler is cancelled. Handlers
+are coroutines on the event loop: CPU-heavy ones run their work in a thread or subprocess
+themselves (``asyncio.to_thread``), so the loop never blocks.
 
 ``stop()`` is graceful: no new claims; running handlers get ``timeout_s`` to finish, then are
 cancelled and their jobs released (queued again, the attempt not counted).
@@ -13,7 +17,6 @@ cancelled and their jobs released (queued again, the attempt not counted).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import secrets
@@ -72,8 +75,10 @@ class WorkerPool:
         self.lease_s = lease_s or queue.lease_s
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._handlers: dict[str, Handler] = {}
-        self._events: list[asyncio.Event] = []
+        self._idle: list[asyncio.Event] = []
+        """Wake-ups of the idle workers, longest idle first."""
         self._tasks: list[asyncio.Task[None]] = []
+        self._poller: asyncio.Task[None] | None = None
         self._running: dict[str, asyncio.Task[dict[str, Any] | None]] = {}
         self._stopping = False
         queue.add_listener(self.wake)
@@ -90,24 +95,29 @@ class WorkerPool:
         return frozenset(self._handlers)
 
     def wake(self) -> None:
-        for wakeup in self._events:
-            wakeup.set()
+        """Let one idle worker try to claim (a busy one claims again when it finishes)."""
+        if self._idle:
+            self._idle.pop(0).set()
 
     async def start(self) -> None:
         if self._tasks:
             return
         self._stopping = False
         await self.queue.expire_orphaned_leases(socket.gethostname())
-        self._events = [asyncio.Event() for _ in range(self.concurrency)]
         self._tasks = [
             asyncio.create_task(self._loop(i), name=f"rixin-worker-{i}")
             for i in range(self.concurrency)
         ]
+        self._poller = asyncio.create_task(self._poll(), name="rixin-worker-poll")
 
     async def stop(self, timeout_s: float = 10.0) -> None:
         """Stop claiming; wait up to ``timeout_s`` for running handlers, then cancel them."""
         self._stopping = True
-        self.wake()
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
+        while self._idle:
+            self.wake()
         if not self._tasks:
             return
         _done, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
@@ -125,6 +135,7 @@ class WorkerPool:
         job = await self.queue.claim(self._owner(worker), self.kinds, lease_s=self.lease_s)
         if job is None:
             return False
+        self.wake()  # another job may be due too
         await self._run(job, self._owner(worker))
         return True
 
@@ -132,9 +143,8 @@ class WorkerPool:
         return f"{self.name}/{worker}"
 
     async def _loop(self, worker: int) -> None:
-        wakeup = self._events[worker]
+        wakeup = asyncio.Event()
         while not self._stopping:
-            wakeup.clear()
             try:
                 ran = await self.run_once(worker)
             except Exception:
@@ -142,8 +152,18 @@ class WorkerPool:
                 ran = False
             if ran or self._stopping:
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), self.poll_interval_s)
+            wakeup.clear()
+            self._idle.append(wakeup)
+            try:
+                await wakeup.wait()
+            finally:
+                if wakeup in self._idle:
+                    self._idle.remove(wakeup)
+
+    async def _poll(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(self.poll_interval_s)
+            self.wake()
 
     async def _run(self, job: Job, owner: str) -> None:
         handler = self._handlers.get(job.kind)

@@ -2,10 +2,13 @@
 
 A response is an engine run with ``surface="response"``. Foreground responses execute in the
 request's task (a streamed one is cancelled when its client goes away: F5); ``background``
-responses are jobs on the durable queue, executed by this service's worker pool with the run's
-lease, so a response whose process died is resumed by another worker once the lease lapses or,
-when its job has given up, failed with ``server_error`` by the sweeper (D2). Live events reach
-streams through an in-process hub; a stream that misses its run's end polls the store.
+responses are jobs on the durable queue, executed with the run's lease by the engine's shared
+run worker (``rixin.agents.worker``; this service is its ``response`` flavour), so a response
+whose process died is resumed by another worker once the lease lapses or, when its job has given
+up, failed with ``server_error`` by the sweeper (D2). Live events reach streams through an
+in-process hub; a stream that misses its run's end polls the store. A foreground response is
+created already leased to the request's task (``RunEngine.start_run``), and the response it
+returns is the run as the engine settled it: no read-back.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from typing import Any, Literal
 
 from sqlalchemy import select
 
-from rixin.agents.engine import RunEngine
+from rixin.agents.engine import RunEngine, RunState
 from rixin.agents.events import ResponseEventStream, error_event
 from rixin.agents.items import StoredItem, normalize_input
+from rixin.agents.limits import response_incomplete
 from rixin.agents.runs import (
     SETTLED,
     ItemAdded,
@@ -31,12 +35,15 @@ from rixin.agents.runs import (
     RunUpdated,
     RunView,
     TextDelta,
-    load_items,
+    load_runs_items,
     load_view,
+    view_of,
 )
 from rixin.agents.tools.base import BuildContext
+from rixin.agents.tools.registry import Toolset
+from rixin.agents.worker import run_worker
 from rixin.errors import InvalidRequest, NotFound, RixinError
-from rixin.jobs import JobContext, JobQueue, WorkerPool
+from rixin.jobs import JobContext, JobQueue
 from rixin.schemas.responses import ConversationParam, CreateResponse, DeletedResponse
 from rixin.services.conversations import (
     ItemPage,
@@ -120,10 +127,11 @@ class _ResponseHooks:
                 break
             chain.append(previous)
             previous_id = previous.previous_run_id
+        found = await load_runs_items(session, [previous.id for previous in chain])
         items: list[StoredItem] = []
         for previous in reversed(chain):
-            items += await load_items(session, previous.id, "input")
-            items += await load_items(session, previous.id, "output")
+            inputs, outputs = found[previous.id]
+            items += inputs + outputs
         return items[-self.max_items :]
 
     async def on_settled(
@@ -155,61 +163,37 @@ class ResponsesService:
         self.jobs = jobs
         self.settings = settings
         self.hub = RunEventHub()
-        agents = settings.agents
-        self.pool = WorkerPool(
-            jobs, concurrency=agents.workers, lease_s=agents.run_lease_s, poll_interval_s=0.5
-        )
-        self.pool.register(JOB_KIND, self._handle_job)
-        engine.register_surface(SURFACE, _ResponseHooks(agents.max_history_items))
-        self._sweeper: asyncio.Task[None] | None = None
-        self._foreground: set[asyncio.Task[None]] = set()
+        engine.register_surface(SURFACE, _ResponseHooks(settings.agents.max_history_items))
+        self.worker = run_worker(engine, jobs)
+        self.worker.add(self)
+        self._foreground: set[asyncio.Task[RunView | None]] = set()
         self.closers: list[Callable[[], Awaitable[None]]] = []
         """Called by ``aclose`` (resources the tools hold, such as an own sandbox)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.sweep()
-        await self.pool.start()
-        self._sweeper = asyncio.create_task(self._sweep_loop(), name="rixin-responses-sweeper")
+        await self.worker.start()
 
     async def aclose(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(BaseException):
-                await self._sweeper
         for task in list(self._foreground):
             task.cancel()
-        await self.pool.stop(timeout_s=2.0)
+        await self.worker.stop()
         for close in self.closers:
             with contextlib.suppress(Exception):
                 await close()
 
-    async def _sweep_loop(self) -> None:
-        interval = max(0.5, self.settings.agents.run_lease_s / 2)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("response sweep failed")
+    # -- the ``response`` flavour of the run worker ----------------------------------------------
 
-    async def sweep(self) -> int:
-        return await self.engine.sweep(self._job_alive)
+    job_kind = JOB_KIND
 
-    async def _job_alive(self, run: AgentRunRecord) -> bool:
-        if run.job_id is None:
-            return False
-        try:
-            job = await self.jobs.get(run.project_id, run.job_id)
-        except NotFound:
-            return False
-        return job.state in ("queued", "running")
-
-    async def _handle_job(self, ctx: JobContext) -> dict[str, Any] | None:
+    async def run_job(self, ctx: JobContext) -> dict[str, Any] | None:
         run_id = str(ctx.job.payload["run_id"])
         await self.engine.execute(run_id, sink=self.hub.publisher(run_id), detach=True)
         return {"run_id": run_id}
+
+    async def after_sweep(self) -> None:
+        return None
 
     # -- create --------------------------------------------------------------------------------
 
@@ -239,27 +223,35 @@ class ResponsesService:
             raise InvalidRequest("background responses must be stored.", param="store")
         queue = self.hub.subscribe(run_id) if body.stream else None
         try:
-            view = await self._persist(
-                project_id, run_id, body, params, inputs, background=background, store=store
+            view, state = await self._persist(
+                project_id,
+                run_id,
+                body,
+                params,
+                inputs,
+                background=background,
+                store=store,
+                toolset=toolset,
             )
         except BaseException:
             if queue is not None:
                 self.hub.unsubscribe(run_id, queue)
             raise
-        if background:
+        if state is None:
             if queue is None:
                 return render(view)
             return self._stream(view, queue, task=None)
         task = asyncio.create_task(
-            self.engine.execute(run_id, sink=self.hub.publisher(run_id)),
+            self.engine.execute(run_id, sink=self.hub.publisher(run_id), state=state),
             name=f"rixin-response-{run_id}",
         )
         self._foreground.add(task)
         task.add_done_callback(self._foreground.discard)
         if queue is not None:
             return self._stream(view, queue, task=task)
-        await asyncio.shield(task)
-        final = await self._view(project_id, run_id, any_store=True)
+        final = await asyncio.shield(task)
+        if final is None:  # settled by someone else (a cancel, a sweep): read it
+            final = await self._view(project_id, run_id, any_store=True)
         _raise_client_error(final)
         return render(final)
 
@@ -273,10 +265,16 @@ class ResponsesService:
         *,
         background: bool,
         store: bool,
-    ) -> RunView:
+        toolset: Toolset,
+    ) -> tuple[RunView, RunState | None]:
+        """Insert the run: a background one with its job, a foreground one leased to this
+        process (the ``RunState`` to execute it with)."""
         async with self.db.session() as session:
+            # Held, so the history read below finds it in the session (the identity map keeps
+            # only referenced records), not in the database.
+            held: list[AgentRunRecord] = []
             if body.previous_response_id:
-                await _get_run(session, project_id, body.previous_response_id)
+                held.append(await _get_run(session, project_id, body.previous_response_id))
             conversation_id = None
             if body.conversation is not None:
                 wanted = (
@@ -285,30 +283,32 @@ class ResponsesService:
                     else body.conversation
                 )
                 conversation_id = (await get_conversation(session, project_id, wanted)).id
-            run = await self.engine.create_run(
-                session,
-                project_id=project_id,
-                surface=SURFACE,
-                model=body.model,
-                params=params,
-                inputs=inputs,
-                background=background,
-                store=store,
-                previous_run_id=body.previous_response_id,
-                conversation_id=conversation_id,
-                run_id=run_id,
+            fields: JSONDict = {
+                "project_id": project_id,
+                "surface": SURFACE,
+                "model": body.model,
+                "params": params,
+                "inputs": inputs,
+                "background": background,
+                "store": store,
+                "previous_run_id": body.previous_response_id,
+                "conversation_id": conversation_id,
+                "run_id": run_id,
+            }
+            if not background:
+                state = await self.engine.start_run(session, toolset=toolset, **fields)
+                return view_of(state.run, []), state
+            run = await self.engine.create_run(session, **fields)
+            job = await self.jobs.enqueue(
+                project_id,
+                JOB_KIND,
+                {"run_id": run_id},
+                idempotency_key=run_id,
+                max_attempts=self.settings.agents.job_attempts,
+                session=session,
             )
-            if background:
-                job = await self.jobs.enqueue(
-                    project_id,
-                    JOB_KIND,
-                    {"run_id": run_id},
-                    idempotency_key=run_id,
-                    max_attempts=self.settings.agents.job_attempts,
-                    session=session,
-                )
-                run.job_id = job.id
-            return await load_view(session, run)
+            run.job_id = job.id
+            return view_of(run, []), None
 
     # -- streaming -----------------------------------------------------------------------------
 
@@ -317,7 +317,7 @@ class ResponsesService:
         view: RunView,
         queue: asyncio.Queue[object],
         *,
-        task: asyncio.Task[None] | None,
+        task: asyncio.Task[RunView | None] | None,
     ) -> AsyncIterator[bytes]:
         builder = ResponseEventStream(render)
         try:
@@ -516,7 +516,7 @@ def render(view: RunView) -> JSONDict:
         if view.status in ("completed", "requires_action")
         else None,
         "error": {"code": error["code"], "message": error["message"]} if error else None,
-        "incomplete_details": view.incomplete_details,
+        "incomplete_details": response_incomplete(view.incomplete_details),
         "instructions": params.get("instructions"),
         "max_output_tokens": params.get("max_output_tokens"),
         "max_tool_calls": params.get("max_tool_calls"),

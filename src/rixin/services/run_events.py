@@ -169,7 +169,12 @@ def copying_sink(db: Database, segment_id: str, publish: Sink) -> Sink:
     """Publish run events; copy each stored assistant message into the thread at once."""
 
     async def sink(event: RunEvent) -> None:
-        if isinstance(event, ItemDone) and event.item.get("type") == "message":
+        # A message stored by the transaction that settled the run was copied there already.
+        if (
+            isinstance(event, ItemDone)
+            and event.item.get("type") == "message"
+            and not event.settled
+        ):
             try:
                 async with db.session() as session:
                     segment = await session.get(AgentRunRecord, segment_id)

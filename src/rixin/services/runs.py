@@ -23,9 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rixin.agents.engine import RunEngine
 from rixin.agents.items import StoredItem, normalize_input
-from rixin.agents.runs import ACTIVE, TERMINAL, RunStatus, Sink, load_items
+from rixin.agents.runs import ACTIVE, TERMINAL, RunStatus, Sink, load_items, load_runs_items
+from rixin.agents.worker import run_worker
 from rixin.errors import InvalidRequest, NotFound
-from rixin.jobs import JobContext, JobQueue, WorkerPool
+from rixin.jobs import JobContext, JobQueue
 from rixin.schemas.assistants import (
     CreateRunRequest,
     CreateThreadAndRunRequest,
@@ -100,9 +101,11 @@ class _Hooks:
             max_chars=prompt * CHARS_PER_TOKEN if isinstance(prompt, int) else None,
             limit=self.max_items,
         )
-        for segment_id in info.get("previous") or []:
-            items += await load_items(session, segment_id, "input")
-            items += await load_items(session, segment_id, "output")
+        previous = [str(segment_id) for segment_id in info.get("previous") or []]
+        found = await load_runs_items(session, previous)
+        for segment_id in previous:
+            inputs, outputs = found[segment_id]
+            items += inputs + outputs
         return items
 
     async def on_settled(
@@ -132,43 +135,27 @@ class RunsService:
         self.settings = settings
         self.threads = threads
         self.hub = RunEventHub()
-        agents = settings.agents
-        self.pool = WorkerPool(
-            jobs, concurrency=agents.workers, lease_s=agents.run_lease_s, poll_interval_s=0.5
-        )
-        self.pool.register(JOB_KIND, self._handle_job)
-        engine.register_surface(SURFACE, _Hooks(agents.max_history_items))
-        self._sweeper: asyncio.Task[None] | None = None
+        engine.register_surface(SURFACE, _Hooks(settings.agents.max_history_items))
+        self.worker = run_worker(engine, jobs)
+        self.worker.add(self)
         self._foreground: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.sweep()
-        await self.pool.start()
-        self._sweeper = asyncio.create_task(self._sweep_loop(), name="rixin-assistants-sweeper")
+        await self.worker.start()
 
     async def aclose(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(BaseException):
-                await self._sweeper
         for task in list(self._foreground):
             task.cancel()
-        await self.pool.stop(timeout_s=2.0)
+        await self.worker.stop()
 
-    async def _sweep_loop(self) -> None:
-        interval = max(0.5, self.settings.agents.run_lease_s / 2)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.sweep()
-            except Exception:
-                log.exception("assistants sweep failed")
+    # -- the ``assistants`` flavour of the run worker ----------------------------------------
 
-    async def sweep(self) -> None:
-        """Settle runs whose executor vanished, expire stale ones, copy finished output."""
-        await self.engine.sweep(self._job_alive)
+    job_kind = JOB_KIND
+
+    async def after_sweep(self) -> None:
+        """After stale segments were settled: expire stale runs, copy finished output."""
         async with self.db.session(readonly=True) as session:
             ids = list(
                 await session.scalars(
@@ -198,16 +185,7 @@ class RunsService:
                     await copy_outputs(session, segment)
             run.open = False
 
-    async def _job_alive(self, run: AgentRunRecord) -> bool:
-        if run.job_id is None:
-            return False
-        try:
-            job = await self.jobs.get(run.project_id, run.job_id)
-        except NotFound:
-            return False
-        return job.state in ("queued", "running")
-
-    async def _handle_job(self, ctx: JobContext) -> dict[str, Any] | None:
+    async def run_job(self, ctx: JobContext) -> dict[str, Any] | None:
         segment_id = str(ctx.job.payload["segment_id"])
         await self._execute(segment_id, str(ctx.job.payload["run_id"]), detach=True)
         return {"segment_id": segment_id}

@@ -104,7 +104,10 @@ class Database:
         database = self.url.database
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(self.url)
+        # Every session ends its transaction itself (``session()`` commits or rolls back; a bare
+        # ``Connection`` rolls back when closed), so the pool's reset-on-return ROLLBACK would
+        # only cost another hop to aiosqlite's thread per session.
+        engine = create_async_engine(self.url, pool_reset_on_return=None)
         event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
         event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
         return engine
