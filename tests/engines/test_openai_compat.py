@@ -388,3 +388,13 @@ async def test_capabilities_come_from_options(base_url: str):
     assert model.capabilities.languages == ("en",)
     with pytest.raises(ModelUnavailable):
         create_chat(replica(base_url, options={"capabilities": {"bogus": 1}}), ctx())
+
+
+async def test_a_finished_stream_leaves_its_connection_to_the_next_request(
+    chat: OpenAICompatChat, fake: FakeUpstream
+):
+    """What follows ``[DONE]`` is read, so the pooled connection is reused, not re-opened."""
+    for _ in range(3):
+        await drain(chat.stream_chat(BODY))
+    ports = fake.stats.client_ports[-3:]
+    assert len(set(ports)) == 1, ports

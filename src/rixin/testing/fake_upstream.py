@@ -86,6 +86,8 @@ class FakeStats:
         """Model-work requests (POSTs); GETs such as health probes count only in ``paths``."""
         self.paths: Counter[str] = Counter()
         self.last_body: dict[str, Any] | None = None
+        self.client_ports: list[int] = []
+        """The client's TCP port of each request: a repeated port is a reused connection."""
         self.in_flight = 0
         self.completed = 0
         self.cancelled = 0
@@ -103,8 +105,11 @@ class FakeStats:
         with self._cond:
             return self._cond.wait_for(lambda: self.in_flight == 0, timeout)
 
-    def _received(self, path: str, body: dict[str, Any] | None, *, work: bool = True) -> None:
+    def _received(
+        self, path: str, body: dict[str, Any] | None, *, work: bool = True, port: int = 0
+    ) -> None:
         with self._cond:
+            self.client_ports.append(port)
             self.requests += work
             self.paths[path] += 1
             self.last_body = body
@@ -218,7 +223,8 @@ class FakeUpstream:
             body = parsed if isinstance(parsed, dict) else None
         except ValueError:
             pass
-        self.stats._received(request.url.path, body)
+        port = request.client.port if request.client else 0
+        self.stats._received(request.url.path, body, port=port)
         if self.api_key and request.headers.get("authorization") != f"Bearer {self.api_key}":
             presented = request.headers.get("authorization", "").removeprefix("Bearer ")
             # Echoes the key like careless upstreams do, so tests prove rixin scrubs it.
