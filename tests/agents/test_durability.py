@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from harness import REPO, RixinProcess
-from scripted_upstream import ScriptedUpstream
+from scripted_upstream import ScriptedUpstream, call_text
 
 from .conftest import agent_env, agent_models
 
@@ -135,3 +135,48 @@ def test_d2_kill9_mid_background_run(
     finally:
         server.stop()
         fake.reset()
+
+
+def _sandboxed(marker: str) -> list[str]:
+    out = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True, check=False)
+    return out.stdout.split()
+
+
+def test_f5_disconnect_during_code_execution_kills_the_sandbox(
+    client: openai.OpenAI, upstream: ScriptedUpstream
+) -> None:
+    """F5 for code execution: the client leaves while the sandbox runs its code; the sandboxed
+    process is gone within seconds and the response ends cancelled."""
+    marker = f"{3600 + time.monotonic_ns() % 1000}.4242"  # a unique `sleep` argument to look for
+    code = f"import subprocess\nsubprocess.run(['/bin/sleep', '{marker}'])"
+    upstream.script = [call_text("code_interpreter", code=code), "never reached"]
+    stream = client.responses.create(
+        model="fake-chat",
+        input="Run it.",
+        tools=[{"type": "code_interpreter", "container": {"type": "auto"}}],
+        stream=True,
+    )
+    response_id = None
+    for event in stream:
+        if event.type == "response.created":
+            response_id = event.response.id
+        if event.type == "response.code_interpreter_call.in_progress":
+            break
+    deadline = time.monotonic() + 20
+    while not _sandboxed(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _sandboxed(marker), "the sandboxed code never started"
+    stream.close()
+    deadline = time.monotonic() + 5
+    while _sandboxed(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _sandboxed(marker) == []
+    assert response_id is not None
+    deadline = time.monotonic() + 5
+    status = None
+    while time.monotonic() < deadline:
+        status = client.responses.retrieve(response_id).status
+        if status == "cancelled":
+            break
+        time.sleep(0.1)
+    assert status == "cancelled"
