@@ -92,3 +92,28 @@ def test_d2_kill_mid_run_resumes_or_fails_without_duplicates(
             assert kinds["message_creation"] <= 1
     finally:
         server.stop()
+
+
+def test_f5_disconnect_from_a_run_stream_cancels_the_run(
+    client: openai.OpenAI, upstream: ScriptedUpstream
+) -> None:
+    """F5 for Assistants: the client closes a streamed run after its first token; the upstream
+    sees the cancellation within ~1 s and the run ends ``cancelled``."""
+    upstream.behaviour.tokens_per_s = 10
+    upstream.behaviour.reply = "word " * 200
+    assistant = client.beta.assistants.create(model="fake-chat", name="f5")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "talk"}])
+    stream = client.beta.threads.runs.create(
+        thread_id=thread.id, assistant_id=assistant.id, stream=True
+    )
+    run_id = None
+    for event in stream:
+        if event.event == "thread.run.created":
+            run_id = event.data.id
+        if event.event == "thread.message.delta":
+            break
+    stream.close()
+    assert upstream.stats.wait_cancelled(timeout=1.5)
+    assert run_id is not None
+    final = client.beta.threads.runs.poll(run_id, thread_id=thread.id, poll_interval_ms=100)
+    assert final.status == "cancelled"
