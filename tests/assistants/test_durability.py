@@ -1,5 +1,5 @@
 """D2 (small variant): kill -9 mid-run three times; after each restart no run is stuck, and no
-assistant message or run step is duplicated."""
+assistant message or run step is duplicated. F5: a client leaving a run stream cancels the run."""
 
 from __future__ import annotations
 
