@@ -258,7 +258,7 @@ def kb(tenant_a: Tenant) -> dict[str, Any]:
     body = attached.to_dict(mode="json")
     validate("VectorStoreFileObject", body)
     assert body["chunking_strategy"] == {"type": "other"}
-    assert body["rixin"] == {"format": "faq"}
+    assert body["rixin"] == {"format": "faq", "progress": None}
     batch = client.vector_stores.file_batches.create(
         vector_store_id=store,
         files=[{"file_id": zh, "rixin": {"format": "faq"}}, {"file_id": doc}],

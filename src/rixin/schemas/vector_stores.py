@@ -145,10 +145,22 @@ class OtherChunkingStrategyResponseParam(OpenAIBaseModel):
     type: Literal["other"] = "other"
 
 
+class IngestionProgress(OpenAIBaseModel):
+    """Where an ``in_progress`` file's ingestion stands (queued until a worker takes it)."""
+
+    stage: Literal["queued", "parsing", "embedding", "writing"]
+    done: int | None = None
+    """Chunks embedded so far (``embedding``)."""
+    total: int | None = None
+    """Chunks of the file, once it is parsed."""
+    attempt: int = 0
+
+
 class VectorStoreFileRixin(OpenAIBaseModel):
-    """rixin extension: how the file was read."""
+    """rixin extension: how the file was read and, while it is ingested, how far it got."""
 
     format: Literal["document", "faq"] = "document"
+    progress: IngestionProgress | None = None
 
 
 class VectorStoreFileObject(OpenAIBaseModel):

@@ -58,6 +58,7 @@ from rixin.schemas.vector_stores import (
     CreateVectorStoreFileBatchRequest,
     CreateVectorStoreRequest,
     FileCounts,
+    IngestionProgress,
     LastError,
     OtherChunkingStrategyResponseParam,
     RixinVectorStoreFileOptions,
@@ -284,7 +285,9 @@ class VectorStoreService:
         self, project_id: str, vector_store_id: str, file_id: str
     ) -> VectorStoreFileObject:
         async with self.db.session(readonly=True) as session:
-            return file_view(await _store_file(session, project_id, vector_store_id, file_id))
+            row = await _store_file(session, project_id, vector_store_id, file_id)
+            progress = await _progress(session, [row])
+            return file_view(row, progress.get(row.file_id))
 
     async def list_files(
         self,
@@ -322,7 +325,9 @@ class VectorStoreService:
                 limit,
                 cursors,
             )
-            return Page([file_view(row) for row in page.items], page.has_more)
+            progress = await _progress(session, page.items)
+            views = [file_view(row, progress.get(row.file_id)) for row in page.items]
+            return Page(views, page.has_more)
 
     async def update_file(
         self,
@@ -977,7 +982,9 @@ def store_view(
     )
 
 
-def file_view(row: VectorStoreFileRecord) -> VectorStoreFileObject:
+def file_view(
+    row: VectorStoreFileRecord, progress: IngestionProgress | None = None
+) -> VectorStoreFileObject:
     strategy = row.chunking_strategy or {}
     static = strategy.get("static") or {
         "max_chunk_size_tokens": DEFAULT_MAX_TOKENS,
@@ -988,6 +995,8 @@ def file_view(row: VectorStoreFileRecord) -> VectorStoreFileObject:
     rixin = None
     if faq.is_faq(strategy):
         shown, rixin = OtherChunkingStrategyResponseParam(), VectorStoreFileRixin(format="faq")
+    if progress is not None and row.status == "in_progress":
+        rixin = (rixin or VectorStoreFileRixin()).model_copy(update={"progress": progress})
     return VectorStoreFileObject(
         id=row.file_id,
         usage_bytes=row.usage_bytes,
@@ -1126,6 +1135,35 @@ async def _allowed_chunks(session: AsyncSession, vector_store_id: str, flt: Filt
             )
         )
     return allowed
+
+
+async def _progress(
+    session: AsyncSession, rows: Sequence[VectorStoreFileRecord]
+) -> dict[str, IngestionProgress]:
+    """The ingestion progress of the ``in_progress`` files among ``rows``, by file id."""
+    keys = {
+        job_key(r.vector_store_id, r.file_id, r.generation): r.file_id
+        for r in rows
+        if r.status == "in_progress"
+    }
+    if not keys:
+        return {}
+    result = await session.execute(
+        select(
+            JobRecord.idempotency_key, JobRecord.state, JobRecord.progress, JobRecord.attempts
+        ).where(JobRecord.kind == JOB_KIND, JobRecord.idempotency_key.in_(list(keys)))
+    )
+    out: dict[str, IngestionProgress] = {}
+    for key, state, progress, attempts in result:
+        reported = dict(progress or {}) if state == "running" else {}
+        stage = reported.get("stage")
+        out[keys[str(key)]] = IngestionProgress(
+            stage=stage if stage in ("parsing", "embedding", "writing") else "queued",
+            done=reported.get("done"),
+            total=reported.get("total"),
+            attempt=int(attempts or 0),
+        )
+    return out
 
 
 async def _stuck_files(session: AsyncSession) -> dict[tuple[str, str], str | None]:
