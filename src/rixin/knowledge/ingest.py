@@ -257,11 +257,7 @@ class Ingestor:
         await self._refresh_index(target.vector_store_id)
 
     async def _refresh_index(self, vector_store_id: str) -> None:
-        # Derived data: a failure here is logged and repaired by the next open.
-        try:
-            await self.indexes.refresh(vector_store_id)
-        except Exception:
-            log.exception("index of %s not updated; it catches up on next use", vector_store_id)
+        self.indexes.refresh_soon(vector_store_id)
 
 
 def chunk_document(document: ParsedDocument, strategy: dict[str, Any]) -> list[Chunk]:

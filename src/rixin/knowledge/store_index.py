@@ -85,6 +85,9 @@ class StoreIndexes:
         self.flat_limit = flat_limit
         self._open: OrderedDict[str, StoreIndex] = OrderedDict()
         self._guard = asyncio.Lock()
+        self._refreshing: dict[str, bool] = {}
+        """Stores with a background refresh running → whether another was asked for since."""
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def directory(self, vector_store_id: str) -> Path:
         if not _STORE_ID.match(vector_store_id):
@@ -104,6 +107,40 @@ class StoreIndexes:
     async def refresh(self, vector_store_id: str) -> StoreIndex:
         """Catch up unconditionally (after a search met chunks that are gone)."""
         return await self.open(vector_store_id, None)
+
+    def refresh_soon(self, vector_store_id: str) -> None:
+        """Catch the store's index up in the background, coalescing bursts: while a refresh
+        runs, any number of further requests cause exactly one more. Ingestion calls this after
+        every file; a refresh re-reads the store's chunk ids and re-saves the dense index, so one
+        per file made ingesting a large store quadratic. Searches never wait for it: ``open``
+        catches up by itself when the version moved."""
+        if vector_store_id in self._refreshing:
+            self._refreshing[vector_store_id] = True  # run once more when the current one ends
+            return
+        self._refreshing[vector_store_id] = False
+        task = asyncio.create_task(self._refresh_loop(vector_store_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refresh_loop(self, vector_store_id: str) -> None:
+        try:
+            while True:
+                self._refreshing[vector_store_id] = False
+                try:
+                    await self.refresh(vector_store_id)
+                except Exception:  # derived data: the next open repairs it
+                    log.exception(
+                        "index of %s not updated; it catches up on next use", vector_store_id
+                    )
+                if not self._refreshing[vector_store_id]:
+                    return
+        finally:
+            del self._refreshing[vector_store_id]
+
+    async def settle(self) -> None:
+        """Wait for the background refreshes (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def drop(self, vector_store_id: str) -> None:
         """Forget and delete a store's indexes (the store was deleted)."""

@@ -611,6 +611,7 @@ class VectorStoreService:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.indexes.settle()  # a refresh half-way through a thread must not lose its db
         self.indexes.close()
 
     async def _recover_loop(self, interval_s: float) -> None:
