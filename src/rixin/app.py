@@ -65,8 +65,9 @@ def build_services(settings: Settings, engine_ctx: EngineContext | None = None) 
     vector_stores = VectorStoreService(db, manager, jobs, blobs, indexes, external)
     workers.register(INGEST_JOB, vector_stores.ingest)
     chat_service = ChatService(manager, metrics, settings)
+    files = FileService(db, blobs)
     responses, conversations = build_agent_services(
-        settings, db, chat_service, manager, jobs, vector_stores=vector_stores
+        settings, db, chat_service, manager, jobs, vector_stores=vector_stores, files=files
     )
     assistants_, threads_, runs_ = build_assistants_services(
         settings, db, responses.engine, manager, jobs
@@ -84,7 +85,7 @@ def build_services(settings: Settings, engine_ctx: EngineContext | None = None) 
         embeddings=EmbeddingService(manager, metrics),
         rerank=RerankService(manager),
         blobs=blobs,
-        files=FileService(db, blobs),
+        files=files,
         jobs=jobs,
         workers=workers,
         vector_stores=vector_stores,

@@ -2,8 +2,9 @@
 
 ``normalize_input`` turns a request's ``input`` (a string or a list of items) into stored items
 with our own ids; ``to_chat_messages`` turns a history of items back into the chat messages a
-model step sends. A stored item is its wire ``data`` plus, for server-side tool items, the
-model-facing ``call`` (``{call_id, name, arguments, output}``) the model must see again.
+model step sends. A stored item is its wire ``data`` plus what the model must see again where that
+differs: for server-side tool items the ``call`` (``{call_id, name, arguments, output}``), for a
+message with file or image parts ``{"content": <chat content>}`` (``rixin.agents.inputs``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ ITEM_PREFIX = {
     "mcp_approval_response": "mcpa",
 }
 _TEXT_PARTS = {"input_text", "output_text", "text"}
+MEDIA_PARTS = frozenset({"input_file", "input_image"})
+"""Content parts resolved by ``rixin.agents.inputs`` before a run is stored."""
+_IMAGE_DETAILS = {"auto", "low", "high", "original"}
 _MESSAGE_ROLES = {"user", "assistant", "system", "developer"}
 MAX_INPUT_ITEMS = 2000
 
@@ -55,15 +59,20 @@ def item_id(item_type: str) -> str:
 # -- input ---------------------------------------------------------------------------------
 
 
-def normalize_input(value: Any, param: str = "input") -> list[StoredItem]:
-    """The request's ``input`` as stored items (ids assigned here, never taken from clients)."""
+def normalize_input(value: Any, param: str = "input", *, media: bool = False) -> list[StoredItem]:
+    """The request's ``input`` as stored items (ids assigned here, never taken from clients).
+
+    With ``media``, messages other than the assistant's may hold ``input_file`` and
+    ``input_image`` parts, checked and kept as sent; the caller resolves them for the model
+    (``rixin.agents.inputs``) before storing the items.
+    """
     if isinstance(value, str):
         return [StoredItem(user_message(value))]
     if not isinstance(value, list):
         raise InvalidRequest("input must be a string or a list of items.", param=param)
     if len(value) > MAX_INPUT_ITEMS:
         raise InvalidRequest(f"input may hold at most {MAX_INPUT_ITEMS} items.", param=param)
-    return [_normalize_item(raw, f"{param}[{i}]") for i, raw in enumerate(value)]
+    return [_normalize_item(raw, f"{param}[{i}]", media) for i, raw in enumerate(value)]
 
 
 def user_message(text: str) -> JSONDict:
@@ -76,12 +85,12 @@ def user_message(text: str) -> JSONDict:
     }
 
 
-def _normalize_item(raw: Any, param: str) -> StoredItem:
+def _normalize_item(raw: Any, param: str, media: bool) -> StoredItem:
     if not isinstance(raw, dict):
         raise InvalidRequest("Each input item must be an object.", param=param)
     kind = raw.get("type") or ("message" if "role" in raw else None)
     if kind == "message":
-        return StoredItem(_message(raw, param))
+        return StoredItem(_message(raw, param, media))
     if kind == "function_call_output":
         return StoredItem(_function_call_output(raw, param))
     if kind == "function_call":
@@ -91,7 +100,7 @@ def _normalize_item(raw: Any, param: str) -> StoredItem:
     raise UnsupportedParameter(f"Input items of type {kind!r} are not supported.", param=param)
 
 
-def _message(raw: JSONDict, param: str) -> JSONDict:
+def _message(raw: JSONDict, param: str, media: bool) -> JSONDict:
     role = raw.get("role")
     if role not in _MESSAGE_ROLES:
         raise InvalidRequest(
@@ -102,17 +111,11 @@ def _message(raw: JSONDict, param: str) -> JSONDict:
     if isinstance(content, str):
         parts = [_text_part(part_type, content)]
     elif isinstance(content, list):
-        parts = []
-        for j, part in enumerate(content):
-            if not isinstance(part, dict) or part.get("type") not in _TEXT_PARTS:
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise UnsupportedParameter(
-                    f"Content parts of type {kind!r} are not supported.",
-                    param=f"{param}.content[{j}]",
-                )
-            if not isinstance(part.get("text"), str):
-                raise InvalidRequest("A text part needs 'text'.", param=f"{param}.content[{j}]")
-            parts.append(_text_part(part_type, part["text"]))
+        media = media and role != "assistant"
+        parts = [
+            _content_part(part, part_type, f"{param}.content[{j}]", media)
+            for j, part in enumerate(content)
+        ]
     else:
         raise InvalidRequest("content must be a string or a list.", param=f"{param}.content")
     return {
@@ -122,6 +125,62 @@ def _message(raw: JSONDict, param: str) -> JSONDict:
         "status": "completed",
         "content": parts,
     }
+
+
+def _content_part(part: Any, part_type: str, param: str, media: bool) -> JSONDict:
+    kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+    if media and kind == "input_file":
+        return _file_part(part, param)
+    if media and kind == "input_image":
+        return _image_part(part, param)
+    if kind not in _TEXT_PARTS:
+        raise UnsupportedParameter(
+            f"Content parts of type {kind!r} are not supported.", param=param
+        )
+    if not isinstance(part.get("text"), str):
+        raise InvalidRequest("A text part needs 'text'.", param=param)
+    return _text_part(part_type, part["text"])
+
+
+def _file_part(part: JSONDict, param: str) -> JSONDict:
+    """An ``input_file`` part as sent (``InputFileContent``), once its shape is checked."""
+    sources = [key for key in ("file_id", "file_data", "file_url") if part.get(key) is not None]
+    if len(sources) != 1:
+        raise InvalidRequest(
+            "An input_file part needs one of file_id, file_data or file_url.", param=param
+        )
+    source = sources[0]
+    if not isinstance(part[source], str) or not part[source]:
+        raise InvalidRequest(f"{source} must be a non-empty string.", param=f"{param}.{source}")
+    if source == "file_url" and not part[source].startswith(("https://", "http://")):
+        raise InvalidRequest("file_url must be an http(s) URL.", param=f"{param}.file_url")
+    filename = part.get("filename")
+    if source == "file_data" and (not isinstance(filename, str) or not filename.strip()):
+        raise InvalidRequest("file_data needs a filename.", param=f"{param}.filename")
+    out: JSONDict = {"type": "input_file", source: part[source]}
+    if isinstance(filename, str):
+        out["filename"] = filename
+    return out
+
+
+def _image_part(part: JSONDict, param: str) -> JSONDict:
+    """An ``input_image`` part as sent (``InputImageContent``), once its shape is checked."""
+    url, file = part.get("image_url"), part.get("file_id")
+    if (url is None) == (file is None):
+        raise InvalidRequest("An input_image part needs one of image_url or file_id.", param=param)
+    for key, value in (("image_url", url), ("file_id", file)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidRequest(f"{key} must be a non-empty string.", param=f"{param}.{key}")
+    if isinstance(url, str) and not url.startswith(("https://", "http://", "data:")):
+        raise InvalidRequest(
+            "image_url must be an http(s) URL or a base64 data URL.", param=f"{param}.image_url"
+        )
+    detail = part.get("detail") or "auto"
+    if detail not in _IMAGE_DETAILS:
+        raise InvalidRequest(
+            "detail must be one of auto, low, high, original.", param=f"{param}.detail"
+        )
+    return {"type": "input_image", "image_url": url, "file_id": file, "detail": detail}
 
 
 def _text_part(part_type: str, text: str, annotations: list[JSONDict] | None = None) -> JSONDict:
@@ -310,7 +369,9 @@ def to_chat_messages(items: list[StoredItem]) -> list[JSONDict]:
         kind = item.type
         if kind == "message":
             role = "system" if data.get("role") == "developer" else data.get("role")
-            messages.append({"role": role, "content": message_text(data)})
+            resolved = item.call.get("content") if item.call is not None else None
+            content = resolved if resolved is not None else message_text(data)
+            messages.append({"role": role, "content": content})
         elif kind == "function_call":
             _add_call(messages, str(data["call_id"]), str(data["name"]), str(data["arguments"]))
         elif kind == "function_call_output":

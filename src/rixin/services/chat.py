@@ -171,9 +171,12 @@ class ChatService:
                     raise InvalidRequest(
                         "A text content part needs 'text'.", param=f"messages[{i}].content[{j}]"
                     )
-                if part.type not in ("text", "image_url") or (
-                    part.type == "image_url" and not caps.vision
-                ):
+                if part.type == "image_url" and not caps.vision:
+                    raise UnsupportedParameter(
+                        f"Model '{req.model}' does not accept images.",
+                        param=f"messages[{i}].content[{j}]",
+                    )
+                if part.type not in ("text", "image_url"):
                     raise UnsupportedParameter(
                         f"Content parts of type '{part.type}' are not supported by this model.",
                         param=f"messages[{i}].content[{j}].type",

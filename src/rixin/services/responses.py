@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from rixin.agents.engine import RunEngine, RunState
 from rixin.agents.events import ResponseEventStream, error_event
+from rixin.agents.inputs import InputResolver
 from rixin.agents.items import StoredItem, normalize_input
 from rixin.agents.limits import response_incomplete
 from rixin.agents.runs import (
@@ -156,12 +157,15 @@ class ResponsesService:
         models: ModelManager,
         jobs: JobQueue,
         settings: Settings,
+        inputs: InputResolver | None = None,
     ) -> None:
         self.db = db
         self.engine = engine
         self.models = models
         self.jobs = jobs
         self.settings = settings
+        self.inputs = inputs
+        """Resolves file and image input parts; without it they are refused."""
         self.hub = RunEventHub()
         engine.register_surface(SURFACE, _ResponseHooks(settings.agents.max_history_items))
         self.worker = run_worker(engine, jobs)
@@ -200,7 +204,7 @@ class ResponsesService:
     async def create(
         self, project_id: str, body: CreateResponse
     ) -> JSONDict | AsyncIterator[bytes]:
-        self.models.get(body.model, "chat")
+        served = self.models.get(body.model, "chat")
         if body.previous_response_id and body.conversation:
             raise InvalidRequest(
                 "previous_response_id cannot be used together with conversation.",
@@ -210,7 +214,9 @@ class ResponsesService:
             raise InvalidRequest(
                 "stream_options is only allowed when stream is true.", param="stream_options"
             )
-        inputs = normalize_input(body.input if body.input is not None else [])
+        inputs = normalize_input(
+            body.input if body.input is not None else [], media=self.inputs is not None
+        )
         run_id = new_id("resp")
         params = _params(body)
         toolset = await self.engine.registry.build(
@@ -221,6 +227,10 @@ class ResponsesService:
         store = body.store is not False
         if background and not store:
             raise InvalidRequest("background responses must be stored.", param="store")
+        if self.inputs is not None:
+            inputs = await self.inputs.resolve(
+                project_id, inputs, model=body.model, vision=served.capabilities.vision
+            )
         queue = self.hub.subscribe(run_id) if body.stream else None
         try:
             view, state = await self._persist(
@@ -602,11 +612,21 @@ def build_agent_services(
     *,
     vector_stores: Any = None,
     sandbox: Any = None,
+    files: Any = None,
 ) -> tuple[ResponsesService, Any]:
-    """The run engine with rixin's tools, and the Responses and Conversations services on it."""
+    """The run engine with rixin's tools, and the Responses and Conversations services on it.
+
+    ``files`` (a ``FileService``) reads ``input_file``/``input_image`` parts given by id; by
+    default one over the data directory's blob store.
+    """
     from rixin.agents.steps import ChatModelStep
     from rixin.agents.tools.registry import default_registry
     from rixin.services.conversations import ConversationService
+    from rixin.services.files import FileService
+    from rixin.store.blobs import BlobStore
+
+    if files is None:
+        files = FileService(db, BlobStore(settings.data_dir / "files", db))
 
     search = check = None
     if vector_stores is not None:
@@ -623,7 +643,7 @@ def build_agent_services(
             settings, vector_search=search, vector_store_check=check, sandbox=runner
         ),
     )
-    responses = ResponsesService(db, engine, models, jobs, settings)
+    responses = ResponsesService(db, engine, models, jobs, settings, InputResolver(files))
     responses.closers.append(runner.aclose)
     return responses, ConversationService(db)
 
