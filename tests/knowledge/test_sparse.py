@@ -133,7 +133,8 @@ def test_worker_threads_can_share_an_index(tmp_path: Path) -> None:
 
 
 def _reference_bm25(docs: dict[str, list[str]], terms: list[str]) -> dict[str, float]:
-    """Textbook BM25 (Lucene idf, k1 1.2, b 0.75) over ``docs``, for checking the postings."""
+    """Textbook BM25 (Lucene idf) over ``docs``, for checking the postings."""
+    k1, b = sparse_module.K1, sparse_module.B
     n = len(docs)
     avg = sum(len(t) for t in docs.values()) / n
     scores: dict[str, float] = {}
@@ -145,8 +146,8 @@ def _reference_bm25(docs: dict[str, list[str]], terms: list[str]) -> dict[str, f
         for doc, tokens in docs.items():
             tf = tokens.count(term)
             if tf:
-                norm = 1.2 * (1 - 0.75 + 0.75 * len(tokens) / avg)
-                scores[doc] = scores.get(doc, 0.0) + idf * tf * 2.2 / (tf + norm)
+                norm = k1 * (1 - b + b * len(tokens) / avg)
+                scores[doc] = scores.get(doc, 0.0) + idf * tf * (k1 + 1) / (tf + norm)
     return scores
 
 
