@@ -25,6 +25,7 @@ EVENT_SCHEMAS = {
     "response.content_part.added": "ResponseContentPartAddedEvent",
     "response.output_text.delta": "ResponseTextDeltaEvent",
     "response.output_text.done": "ResponseTextDoneEvent",
+    "response.output_text.annotation.added": "ResponseOutputTextAnnotationAddedEvent",
     "response.content_part.done": "ResponseContentPartDoneEvent",
     "response.function_call_arguments.delta": "ResponseFunctionCallArgumentsDeltaEvent",
     "response.function_call_arguments.done": "ResponseFunctionCallArgumentsDoneEvent",

@@ -290,6 +290,13 @@ _MARKER_AT_END = re.compile(r"\[\d{1,3}\]$")
 
 
 def file_citations(text: str, earlier: Sequence[JSONDict]) -> list[JSONDict]:
+    """The annotations of an answer written after the ``earlier`` output items of its run:
+    ``file_citation`` for ``file_search`` results, then ``container_file_citation`` for the
+    files the ``code_interpreter`` calls since the previous message produced."""
+    return search_citations(text, earlier) + container_citations(text, earlier)
+
+
+def search_citations(text: str, earlier: Sequence[JSONDict]) -> list[JSONDict]:
     """``file_citation`` annotations for an answer written after the ``earlier`` output items.
 
     ``file_search`` shows the model its results numbered ``[1] filename: text``. A marker
@@ -318,6 +325,26 @@ def file_citations(text: str, earlier: Sequence[JSONDict]) -> list[JSONDict]:
         for result in results:
             files.setdefault(str(result["file_id"]), result)
     return [_file_citation(result, len(text)) for result in files.values()]
+
+
+def container_citations(text: str, earlier: Sequence[JSONDict]) -> list[JSONDict]:
+    """A ``container_file_citation`` at the end of the text for each file produced by a
+    ``code_interpreter`` call after the last message (files the answer has not yet cited)."""
+    last = max((n for n, item in enumerate(earlier) if item.get("type") == "message"), default=-1)
+    return [
+        {
+            "type": "container_file_citation",
+            "container_id": str(item.get("container_id") or ""),
+            "file_id": str(produced["file_id"]),
+            "filename": str(produced.get("filename") or ""),
+            "start_index": len(text),
+            "end_index": len(text),
+        }
+        for item in earlier[last + 1 :]
+        if item.get("type") == "code_interpreter_call"
+        for produced in item.get("files") or []
+        if isinstance(produced, dict) and produced.get("file_id")
+    ]
 
 
 def _file_citation(result: JSONDict, index: int) -> JSONDict:

@@ -29,6 +29,7 @@ _ENV = {
     "USER": "sandbox",
     "MPLBACKEND": "Agg",
     "MPLCONFIGDIR": TMP,
+    "XDG_CACHE_HOME": TMP,  # font caches and the like are not files the code produced
     # BLAS thread pools count against RLIMIT_NPROC and are useless on a shared host
     "OPENBLAS_NUM_THREADS": "1",
     "OMP_NUM_THREADS": "1",

@@ -149,6 +149,17 @@ class FileService:
         staged = await self.blobs.stage([data], max_bytes=MAX_FILE_BYTES)
         return await self.create(project_id, staged, filename=filename, purpose=purpose)
 
+    async def put_output(self, project_id: str, data: bytes, *, filename: str) -> FileRecord:
+        """A file a tool produced: purpose ``assistants_output``, which clients cannot upload."""
+        staged = await self.blobs.stage([data], max_bytes=MAX_FILE_BYTES)
+        try:
+            async with self.db.session() as session:
+                return await self._add_file(
+                    session, project_id, staged, filename, "assistants_output", None
+                )
+        finally:
+            staged.discard()
+
     async def _add_file(
         self,
         session: AsyncSession,

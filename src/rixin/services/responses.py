@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -631,7 +631,9 @@ def build_agent_services(
     search = check = None
     if vector_stores is not None:
         search, check = _vector_store_tools(vector_stores)
-    runner = SandboxRunner(sandbox, settings.data_dir / "sandbox")
+    runner = SandboxRunner(
+        sandbox, settings.data_dir / "sandbox", files=files, api_base=SandboxRunner.base(settings)
+    )
     registry = default_registry()
     registry.load_plugins(settings.agents.tool_modules)
     engine = RunEngine(
@@ -689,15 +691,32 @@ class SandboxRunner:
     """``code_interpreter`` on ``rixin.sandbox.SandboxService``: one session per container.
 
     Uses the platform's sandbox service when given one, else starts its own on first use.
-    Sessions live in memory: after a restart a container gets a fresh session.
+    Sessions live in memory: after a restart a container gets a fresh session. With ``files``
+    (a ``FileService``), a container's ``file_ids`` are copied into its session before its first
+    run, and every file a run produces is stored as a project file (``assistants_output``).
     """
 
-    def __init__(self, service: Any, root: Any) -> None:
+    IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+
+    def __init__(self, service: Any, root: Any, *, files: Any = None, api_base: str = "") -> None:
         self._service = service
         self._owned = service is None
         self._root = root
+        self._files = files
+        self._api_base = api_base.rstrip("/")
         self._sessions: dict[tuple[str, str], str] = {}
+        self._loaded: set[str] = set()
         self._lock = asyncio.Lock()
+
+    @staticmethod
+    def base(settings: Settings) -> str:
+        """The API's own address, for the URLs of produced images (no proxy is known here)."""
+        host = settings.host
+        if host in ("", "0.0.0.0", "::"):  # noqa: S104 - a wildcard bind is not an address
+            host = "localhost"
+        return (
+            f"http://[{host}]:{settings.port}" if ":" in host else f"http://{host}:{settings.port}"
+        )
 
     async def _session(self, project_id: str, container_id: str, *, fresh: bool) -> str:
         async with self._lock:
@@ -707,22 +726,87 @@ class SandboxRunner:
                 self._service = SandboxService(self._root)
             key = (project_id, container_id)
             if fresh or key not in self._sessions:
+                self._loaded.discard(self._sessions.get(key, ""))
                 session = await self._service.create_session(project_id)
                 self._sessions[key] = session.id
             return self._sessions[key]
 
-    async def __call__(self, project_id: str, container_id: str, code: str) -> JSONDict:
+    async def check_files(self, project_id: str, file_ids: Sequence[str]) -> list[Any]:
+        """The project's files of ``file_ids`` (404 naming the container's ``file_ids``)."""
+        if self._files is None:
+            raise InvalidRequest(
+                "code_interpreter file_ids are not available on this server.",
+                param="tools.container.file_ids",
+            )
+        param = "tools.container.file_ids"
+        records = []
+        for fid in file_ids:
+            try:
+                records.append(await self._files.retrieve(project_id, fid))
+            except NotFound as exc:
+                raise NotFound(exc.message, param=param) from exc
+        return records
+
+    async def _files_in(self, project_id: str, file_ids: Sequence[str]) -> dict[str, bytes]:
+        records = await self.check_files(project_id, file_ids)
+        limit = getattr(getattr(self._service, "policy", None), "disk_bytes", None)
+        if limit is not None and sum(r.bytes for r in records) > limit:
+            raise InvalidRequest(
+                "The container's files exceed the sandbox's disk quota.",
+                param="tools.container.file_ids",
+            )
+        return {r.filename: await self._files.read_bytes(project_id, r.id) for r in records}
+
+    async def _run(
+        self, project_id: str, session_id: str, code: str, file_ids: Sequence[str]
+    ) -> Any:
+        files_in = None
+        if file_ids and session_id not in self._loaded:
+            files_in = await self._files_in(project_id, file_ids)
+        result = await self._service.run(session_id, code, files_in=files_in, project_id=project_id)
+        self._loaded.add(session_id)
+        return result
+
+    async def _store_output(self, project_id: str, artifact: Any) -> Any:
+        data = await asyncio.to_thread(artifact.path.read_bytes)
+        await asyncio.to_thread(artifact.path.unlink, missing_ok=True)  # the sandbox's copy
+        return await self._files.put_output(project_id, data, filename=artifact.name)
+
+    async def _files_out(self, project_id: str, artifacts: Sequence[Any]) -> list[JSONDict]:
+        """Store what a run produced as project files (names and sizes are the sandbox's)."""
+        if self._files is None:
+            return []
+        out = []
+        for artifact in artifacts:
+            record = await self._store_output(project_id, artifact)
+            out.append(
+                {
+                    "file_id": record.id,
+                    "filename": record.filename,
+                    "mime_type": artifact.mime,
+                    "bytes": record.bytes,
+                    "url": f"{self._api_base}/v1/files/{record.id}/content",
+                    "image": artifact.mime in self.IMAGE_TYPES,
+                }
+            )
+        return out
+
+    async def __call__(
+        self, project_id: str, container_id: str, code: str, *, file_ids: Sequence[str] = ()
+    ) -> JSONDict:
         session_id = await self._session(project_id, container_id, fresh=False)
         try:
-            result = await self._service.run(session_id, code, project_id=project_id)
-        except NotFound:
+            result = await self._run(project_id, session_id, code, file_ids)
+        except NotFound as exc:
+            if exc.param != "session_id":
+                raise
             session_id = await self._session(project_id, container_id, fresh=True)
-            result = await self._service.run(session_id, code, project_id=project_id)
+            result = await self._run(project_id, session_id, code, file_ids)
         return {
             "stdout": result.stdout,
             "stderr": result.stderr,
             "exit_code": result.exit_code,
-            "files": [getattr(f, "name", "") for f in result.files_out],
+            "files": await self._files_out(project_id, result.files_out),
         }
 
     async def aclose(self) -> None:
