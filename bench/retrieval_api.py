@@ -73,24 +73,7 @@ def select(ds: rq.Dataset, limit_queries: int, limit_docs: int) -> tuple[rq.Data
         qids = qids[:limit_queries]
     if not limit_docs:
         return ds, qids
-    relevant = {d for q in qids for d in ds.qrels.get(q, {})}
-    keep: list[int] = []
-    others = 0
-    for i, doc_id in enumerate(ds.doc_ids):
-        if doc_id in relevant:
-            keep.append(i)
-        elif others < limit_docs:
-            keep.append(i)
-            others += 1
-    sub = rq.Dataset(
-        ds.name,
-        ds.language,
-        [ds.doc_ids[i] for i in keep],
-        [ds.doc_texts[i] for i in keep],
-        {q: ds.queries[q] for q in qids},
-        {q: ds.qrels[q] for q in qids if q in ds.qrels},
-    )
-    return sub, qids
+    return rq.subset(ds, qids, limit_docs), qids
 
 
 # ------------------------------------------------------------------------------------- state

@@ -136,7 +136,7 @@ LOADERS: dict[str, Callable[[], Dataset]] = {"scifact": load_scifact, "rgb": loa
 
 def subset(ds: Dataset, qids: list[str], limit_docs: int) -> Dataset:
     """Every relevant document of ``qids`` plus the first ``limit_docs`` others, in corpus
-    order (``retrieval_api.select``'s rule), with only those queries."""
+    order, with only those queries (also ``retrieval_api.py``'s corpus for ``--limit-docs``)."""
     relevant = {d for q in qids for d in ds.qrels.get(q, {})}
     keep: list[int] = []
     others = 0
