@@ -43,15 +43,21 @@ def extract(f: BinaryIO, *, suffix: str, limits: ParseLimits) -> ParsedDocument:
         raise ParseError("corrupt", f"cannot parse file: {detail}") from exc
 
 
-def _dispatch(f: BinaryIO, suffix: str, limits: ParseLimits) -> ParsedDocument:
+def checked_head(f: BinaryIO, limits: ParseLimits, n: int = 8192) -> bytes:
+    """The first ``n`` bytes of a file within the size limit and not empty; rewinds ``f``."""
     size = f.seek(0, 2)
     f.seek(0)
     if size > limits.max_file_bytes:
         raise ParseError("too_large", f"file is {size} bytes (limit {limits.max_file_bytes})")
     if size == 0:
         raise ParseError("corrupt", "file is empty")
-    head = f.read(8192)
+    head = f.read(n)
     f.seek(0)
+    return head
+
+
+def _dispatch(f: BinaryIO, suffix: str, limits: ParseLimits) -> ParsedDocument:
+    head = checked_head(f, limits)
     if b"%PDF-" in head[:1024]:
         return extract_pdf(f, limits)
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from rixin.knowledge.parsing.errors import ParseError
+from rixin.knowledge.parsing.extractors import checked_head
 from rixin.knowledge.parsing.limits import ParseLimits
 
 MAX_SIMILAR = 100
@@ -106,14 +107,7 @@ def extract_faq(f: BinaryIO, *, suffix: str, limits: ParseLimits) -> list[FaqEnt
 
 
 def _dispatch(f: BinaryIO, suffix: str, limits: ParseLimits) -> list[FaqEntry]:
-    size = f.seek(0, 2)
-    f.seek(0)
-    if size > limits.max_file_bytes:
-        raise ParseError("too_large", f"file is {size} bytes (limit {limits.max_file_bytes})")
-    if size == 0:
-        raise ParseError("corrupt", "file is empty")
-    head = f.read(1024)
-    f.seek(0)
+    head = checked_head(f, limits, 1024)
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return _xlsx(f, limits)
     if b"%PDF-" in head or head.startswith(_OLE2):
