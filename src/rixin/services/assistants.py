@@ -19,6 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from rixin.agents.engine import RunEngine
+from rixin.agents.tools.base import BuildContext
+from rixin.agents.tools.code_interpreter import ContainerFiles
 from rixin.errors import InvalidRequest, NotFound, UnsupportedParameter
 from rixin.schemas.assistants import (
     CreateAssistantRequest,
@@ -35,6 +37,8 @@ JSONDict = dict[str, Any]
 Order = Literal["asc", "desc"]
 _NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _FORMATS = ("text", "json_object", "json_schema")
+MAX_CODE_FILES = 20
+"""OpenAI's cap on ``tool_resources.code_interpreter.file_ids``."""
 
 
 # -- pages -----------------------------------------------------------------------------------
@@ -140,8 +144,11 @@ def _function(raw: Any, param: str) -> JSONDict:
     return function
 
 
-def engine_tools(tools: Sequence[JSONDict], vector_store_ids: Sequence[str]) -> list[JSONDict]:
-    """The run's tools as the engine's tool registry expects them (Responses shape)."""
+def engine_tools(
+    tools: Sequence[JSONDict], vector_store_ids: Sequence[str], code_file_ids: Sequence[str] = ()
+) -> list[JSONDict]:
+    """The run's tools as the engine's tool registry expects them (Responses shape); the
+    ``code_interpreter`` container gets the tool resources' ``code_file_ids``."""
     specs: list[JSONDict] = []
     for tool in tools:
         kind = tool["type"]
@@ -164,23 +171,35 @@ def engine_tools(tools: Sequence[JSONDict], vector_store_ids: Sequence[str]) -> 
                 spec["ranking_options"] = options["ranking_options"]
             specs.append(spec)
         elif kind == "code_interpreter":
-            specs.append({"type": "code_interpreter", "container": {"type": "auto"}})
+            container: JSONDict = {"type": "auto"}
+            if code_file_ids:
+                container["file_ids"] = list(code_file_ids)
+            specs.append({"type": "code_interpreter", "container": container})
     return specs
 
 
 def normalize_resources(raw: JSONDict | None, param: str = "tool_resources") -> JSONDict:
-    """``tool_resources`` as stored: only vector store ids are supported (one store)."""
+    """``tool_resources`` as stored: code_interpreter file ids and vector store ids (one store)."""
     if not raw:
         return {}
     out: JSONDict = {}
     code = raw.get("code_interpreter")
     if code:
-        if code.get("file_ids"):
-            raise UnsupportedParameter(
-                "code_interpreter file_ids are not supported yet.",
+        if not isinstance(code, dict):
+            raise InvalidRequest(
+                "code_interpreter must be an object.", param=f"{param}.code_interpreter"
+            )
+        ids = code.get("file_ids") or []
+        if (
+            not isinstance(ids, list)
+            or len(ids) > MAX_CODE_FILES
+            or not all(isinstance(i, str) and i for i in ids)
+        ):
+            raise InvalidRequest(
+                f"file_ids must be a list of at most {MAX_CODE_FILES} file ids.",
                 param=f"{param}.code_interpreter.file_ids",
             )
-        out["code_interpreter"] = {"file_ids": []}
+        out["code_interpreter"] = {"file_ids": list(dict.fromkeys(ids))}
     search = raw.get("file_search")
     if search:
         if search.get("vector_stores"):
@@ -196,6 +215,16 @@ def normalize_resources(raw: JSONDict | None, param: str = "tool_resources") -> 
             )
         out["file_search"] = {"vector_store_ids": ids}
     return out
+
+
+def code_file_ids(*resources: JSONDict | None) -> list[str]:
+    """The code_interpreter file ids of ``resources``, in order, without repeats."""
+    ids: list[str] = []
+    for resource in resources:
+        for file_id in ((resource or {}).get("code_interpreter") or {}).get("file_ids") or []:
+            if file_id not in ids:
+                ids.append(file_id)
+    return ids
 
 
 def vector_store_ids(*resources: JSONDict | None) -> list[str]:
@@ -241,13 +270,17 @@ class AssistantsService:
     async def check_tools(
         self, project_id: str, tools: list[JSONDict], resources: JSONDict
     ) -> None:
-        """Refuse tools the registry cannot build and vector stores the caller cannot see."""
+        """Refuse tools the registry cannot build, and vector stores and files the caller
+        cannot see."""
         ctx = self.engine.build_context(project_id, "check")
         stores = vector_store_ids(resources)
         if ctx.vector_store_check is not None:
             for store_id in stores:
                 await ctx.vector_store_check(project_id, store_id)
-        await self.engine.registry.build(engine_tools(tools, stores), ctx)
+        files = code_file_ids(resources)
+        if files:
+            await _check_code_files(ctx, project_id, files)
+        await self.engine.registry.build(engine_tools(tools, stores, files), ctx)
 
     async def create(self, project_id: str, body: CreateAssistantRequest) -> JSONDict:
         self.models.get(body.model, "chat")
@@ -342,6 +375,18 @@ class AssistantsService:
                 before=anchors[1],
             )
         return Page([render_assistant(r) for r in rows], has_more)
+
+
+async def _check_code_files(ctx: BuildContext, project_id: str, file_ids: list[str]) -> None:
+    param = "tool_resources.code_interpreter.file_ids"
+    if not isinstance(ctx.sandbox, ContainerFiles):
+        raise UnsupportedParameter(
+            "code_interpreter file_ids are not available on this server.", param=param
+        )
+    try:
+        await ctx.sandbox.check_files(project_id, file_ids)
+    except NotFound as exc:
+        raise NotFound(exc.message, param=param) from exc
 
 
 async def get_assistant(

@@ -21,11 +21,10 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from rixin.agents import items as itemlib
 from rixin.agents.runs import ItemAdded, ItemDone, RunEvent, RunUpdated, Sink, TextDelta
 from rixin.errors import RixinError
-from rixin.services.responses import _OVERFLOW
-from rixin.services.threads import copy_outputs, text_part
+from rixin.services.responses import _OVERFLOW, SandboxRunner
+from rixin.services.threads import assistant_content, copy_outputs
 from rixin.store.db import Database
 from rixin.store.records import now_s
 from rixin.store.records_agents import AgentRunRecord
@@ -120,13 +119,12 @@ def tool_call_detail(data: JSONDict, output: str | None) -> JSONDict:
         return {"id": data["id"], "type": "file_search", "file_search": {}}
     if kind == "code_interpreter_call":
         logs = [o for o in data.get("outputs") or [] if o.get("type") == "logs"]
+        outputs: list[JSONDict] = [{"type": "logs", "logs": str(o.get("logs", ""))} for o in logs]
+        outputs += [{"type": "image", "image": {"file_id": i}} for i in image_file_ids(data)]
         return {
             "id": data["id"],
             "type": "code_interpreter",
-            "code_interpreter": {
-                "input": str(data.get("code") or ""),
-                "outputs": [{"type": "logs", "logs": str(o.get("logs", ""))} for o in logs],
-            },
+            "code_interpreter": {"input": str(data.get("code") or ""), "outputs": outputs},
         }
     return {
         "id": data.get("call_id") or data["id"],
@@ -139,12 +137,22 @@ def tool_call_detail(data: JSONDict, output: str | None) -> JSONDict:
     }
 
 
+def image_file_ids(data: JSONDict) -> list[str]:
+    """The ids of the images a ``code_interpreter_call`` item produced (its ``files``)."""
+    return [
+        str(f["file_id"])
+        for f in data.get("files") or []
+        if isinstance(f, dict)
+        and f.get("file_id")
+        and f.get("mime_type") in SandboxRunner.IMAGE_TYPES
+    ]
+
+
 # -- messages -----------------------------------------------------------------------------------
 
 
 def stream_message(owner: JSONDict, item: JSONDict, status: str) -> JSONDict:
     now = now_s()
-    text = itemlib.message_text(item)
     return {
         "id": item["id"],
         "object": "thread.message",
@@ -155,9 +163,7 @@ def stream_message(owner: JSONDict, item: JSONDict, status: str) -> JSONDict:
         "completed_at": now if status == "completed" else None,
         "incomplete_at": now if status == "incomplete" else None,
         "role": "assistant",
-        "content": []
-        if status == "in_progress"
-        else [text_part(text, itemlib.message_annotations(item))],
+        "content": [] if status == "in_progress" else assistant_content(item),
         "assistant_id": owner["assistant_id"],
         "run_id": owner["id"],
         "attachments": [],

@@ -39,6 +39,7 @@ from rixin.services.assistants import (
     Order,
     Page,
     chat_format,
+    code_file_ids,
     engine_tools,
     get_assistant,
     keyset,
@@ -266,7 +267,9 @@ class RunsService:
             model=model,
             instructions=instructions or "",
             tools=tools,
-            specs=engine_tools(tools, stores),
+            specs=engine_tools(
+                tools, stores, code_file_ids(thread_resources, assistant.tool_resources)
+            ),
             response_format=fmt,
         )
 

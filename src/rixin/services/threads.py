@@ -10,6 +10,7 @@ ended otherwise, from the sweeper, and a message is keyed by its item's id (D2).
 
 from __future__ import annotations
 
+import mimetypes
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -27,6 +28,7 @@ from rixin.schemas.assistants import (
     ModifyThreadRequest,
 )
 from rixin.services.assistants import JSONDict, Order, Page, keyset, normalize_resources
+from rixin.services.responses import SandboxRunner
 from rixin.store.db import Database
 from rixin.store.ids import new_id
 from rixin.store.records import now_s
@@ -256,6 +258,22 @@ def text_part(text: str, annotations: list[JSONDict] | None = None) -> JSONDict:
     return {"type": "text", "text": {"value": text, "annotations": annotations or []}}
 
 
+def assistant_content(data: JSONDict) -> list[JSONDict]:
+    """An assistant message item's content: its text, then an ``image_file`` part for each
+    image the answer cites (``container_file_citation``: what code_interpreter produced)."""
+    images = [
+        str(note["file_id"])
+        for part in data.get("content") or []
+        if isinstance(part, dict)
+        for note in part.get("annotations") or []
+        if note.get("type") == "container_file_citation"
+        and note.get("file_id")
+        and mimetypes.guess_type(str(note.get("filename") or ""))[0] in SandboxRunner.IMAGE_TYPES
+    ]
+    text = text_part(itemlib.message_text(data), itemlib.message_annotations(data))
+    return [text, *({"type": "image_file", "image_file": {"file_id": i}} for i in images)]
+
+
 async def add_message(
     session: AsyncSession, thread: ThreadRecord, message: JSONDict
 ) -> ThreadMessageRecord:
@@ -390,7 +408,7 @@ async def copy_outputs(session: AsyncSession, segment: AgentRunRecord) -> int:
                 seq=int(info["seq"]),
                 sub=int(info["segment"]) * SEGMENT_SPAN + row.position + 1,
                 role="assistant",
-                content=[text_part(itemlib.message_text(data), itemlib.message_annotations(data))],
+                content=assistant_content(data),
                 attachments=[],
                 metadata_={},
                 status="incomplete" if incomplete else "completed",
