@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from harness import RixinProcess
-from openapi_spec import validate
+from openapi_spec import validate, validate_error
 from scripted_upstream import ScriptedUpstream, call_text
 
 from .conftest import beta_client, member_key, raw
@@ -363,3 +363,24 @@ def test_a1_other_tenant_sees_nothing(
     with pytest.raises(openai.NotFoundError):
         b.beta.threads.runs.retrieve(r, thread_id=mine["id"])
     assert client.beta.threads.runs.retrieve(r, thread_id=t).status == "requires_action"
+
+
+def test_a_run_with_nothing_to_answer_is_a_400(
+    client: openai.OpenAI, assistants_server: RixinProcess
+) -> None:
+    """An empty thread and no instructions: a clear 400 at creation, not a failed run."""
+    assistant = client.beta.assistants.create(model="fake-chat", name="silent")
+    thread = client.beta.threads.create()
+    for create in (
+        lambda: client.beta.threads.runs.create(thread_id=thread.id, assistant_id=assistant.id),
+        lambda: client.beta.threads.create_and_run(assistant_id=assistant.id),
+    ):
+        with pytest.raises(openai.BadRequestError) as caught:
+            create()
+        body = caught.value.response.json()
+        validate_error(body)
+        assert body["error"]["param"] in ("thread_id", "thread.messages")
+    run = client.beta.threads.runs.create(
+        thread_id=thread.id, assistant_id=assistant.id, instructions="Say hello."
+    )
+    assert run.status in ("queued", "in_progress", "completed")

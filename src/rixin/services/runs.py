@@ -76,7 +76,11 @@ from rixin.store.db import Database
 from rixin.store.ids import new_id
 from rixin.store.records import now_s
 from rixin.store.records_agents import AgentRunRecord
-from rixin.store.records_assistants import AssistantRecord, AssistantRunRecord
+from rixin.store.records_assistants import (
+    AssistantRecord,
+    AssistantRunRecord,
+    ThreadMessageRecord,
+)
 
 log = logging.getLogger("rixin.assistants")
 
@@ -211,6 +215,15 @@ class RunsService:
         async with self.db.session(readonly=True) as session:
             thread = await get_thread(session, project_id, thread_id)
             plan = await self._plan(session, project_id, body, thread.tool_resources)
+            empty = not messages and not await session.scalar(
+                select(ThreadMessageRecord.id).where(ThreadMessageRecord.thread_id == thread_id)
+            )
+        if empty and not (plan.instructions or body.additional_instructions):
+            raise InvalidRequest(
+                "The thread has no messages and the run has no instructions: nothing to answer. "
+                "Add a message, additional_messages or instructions.",
+                param="thread_id",
+            )
         if body.additional_instructions:
             extra = body.additional_instructions
             plan.instructions = f"{plan.instructions}\n\n{extra}" if plan.instructions else extra
@@ -230,6 +243,11 @@ class RunsService:
         )
         async with self.db.session(readonly=True) as session:
             plan = await self._plan(session, project_id, body, resources)
+        if not messages and not plan.instructions:
+            raise InvalidRequest(
+                "The thread has no messages and the run has no instructions: nothing to answer.",
+                param="thread.messages",
+            )
         await self.threads.check_resources(project_id, resources)
         await self._check(project_id, plan)
         return await self._launch(
