@@ -4,7 +4,6 @@ with rixin's precise reason beside it. Every body is validated against OpenAI's 
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
@@ -16,6 +15,7 @@ from openapi_spec import validate
 from rixin.agents import items as itemlib
 from rixin.agents.limits import response_incomplete, run_incomplete
 from scripted_upstream import ScriptedUpstream, call_text
+from zorbia import zorbia_store
 
 from .test_responses import raw_stream, validate_stream
 
@@ -112,17 +112,7 @@ def test_tool_call_budget_is_incomplete_with_a_spec_reason(
 
 @pytest.fixture(scope="module")
 def store(client: openai.OpenAI) -> tuple[str, str]:
-    doc = b"The capital of the kingdom of Zorbia is Quentaville, founded in 1723."
-    uploaded = client.files.create(file=("zorbia.txt", doc), purpose="assistants")
-    created = client.vector_stores.create(name="cite", file_ids=[uploaded.id])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        created = client.vector_stores.retrieve(created.id)
-        if created.file_counts.in_progress == 0:
-            break
-        time.sleep(0.3)
-    assert created.file_counts.completed == 1
-    return created.id, uploaded.id
+    return zorbia_store(client, "cite")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from harness import RixinProcess
 from openapi_spec import validate
 from scripted_upstream import call_text
+from zorbia import zorbia_store
 
 from .mcp_server import McpServer
 from .test_responses import raw_stream, validate_stream
@@ -103,26 +103,17 @@ def test_a10_mcp_call_waits_for_approval(
 def test_file_search_over_a_vector_store(
     client: openai.OpenAI, agent_server: RixinProcess, upstream: Any
 ) -> None:
-    doc = b"The capital of the kingdom of Zorbia is Quentaville, founded in 1723."
-    uploaded = client.files.create(file=("zorbia.txt", doc), purpose="assistants")
-    store = client.vector_stores.create(name="kb", file_ids=[uploaded.id])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        store = client.vector_stores.retrieve(store.id)
-        if store.file_counts.in_progress == 0:
-            break
-        time.sleep(0.3)
-    assert store.file_counts.completed == 1
+    store_id, file_id = zorbia_store(client)
     upstream.script = [call_text("file_search", query="capital of Zorbia"), "Quentaville."]
     response = client.responses.create(
         model="fake-chat",
         input="What is the capital of Zorbia?",
-        tools=[{"type": "file_search", "vector_store_ids": [store.id]}],
+        tools=[{"type": "file_search", "vector_store_ids": [store_id]}],
         include=["file_search_call.results"],
     )
     call = response.output[0]
     assert call.type == "file_search_call"
-    assert call.results and call.results[0].file_id == uploaded.id
+    assert call.results and call.results[0].file_id == file_id
     assert "Quentaville" in str(upstream.bodies[-1]["messages"])
     validate("Response", get(agent_server, f"/responses/{response.id}"))
 

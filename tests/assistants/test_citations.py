@@ -3,7 +3,6 @@ and ``thread.run.step.delta`` for streamed tool-call steps, validated against Op
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import openai
@@ -12,6 +11,7 @@ import pytest
 from harness import RixinProcess
 from openapi_spec import validate
 from scripted_upstream import ScriptedUpstream, call_text
+from zorbia import zorbia_store
 
 from .conftest import beta_client
 from .test_assistants_api import WEATHER, get, make_assistant, sse_events
@@ -21,18 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 @pytest.fixture(scope="module")
 def store(assistants_server: RixinProcess) -> tuple[str, str]:
-    client = beta_client(assistants_server)
-    doc = b"The capital of the kingdom of Zorbia is Quentaville, founded in 1723."
-    uploaded = client.files.create(file=("zorbia.txt", doc), purpose="assistants")
-    created = client.vector_stores.create(name="cite", file_ids=[uploaded.id])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        created = client.vector_stores.retrieve(created.id)
-        if created.file_counts.in_progress == 0:
-            break
-        time.sleep(0.3)
-    assert created.file_counts.completed == 1
-    return created.id, uploaded.id
+    return zorbia_store(beta_client(assistants_server), "cite")
 
 
 def test_streamed_file_search_step_and_cited_answer(
