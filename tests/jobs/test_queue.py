@@ -212,6 +212,42 @@ async def test_worker_pool_cancels_a_handler_whose_job_was_cancelled(queue: JobQ
     assert (await queue.get(P, job.id)).state == "cancelled"
 
 
+async def test_reported_progress_is_stored_by_the_heartbeat(queue: JobQueue) -> None:
+    """Progress is kept in memory and stored within ``PROGRESS_INTERVAL_S``, the last report
+    winning; a job that ends first stores none (a short job costs no progress writes)."""
+    reported, release = asyncio.Event(), asyncio.Event()
+
+    async def stages(ctx: JobContext) -> None:
+        for stage in ("parsing", "embedding", "writing"):
+            await ctx.progress({"stage": stage})
+        reported.set()
+        await release.wait()
+
+    async def quick(ctx: JobContext) -> None:
+        await ctx.progress({"stage": "parsing"})
+
+    pool = WorkerPool(queue, concurrency=2, poll_interval_s=0.05, lease_s=60.0)
+    pool.register("stages", stages)
+    pool.register("quick", quick)
+    await pool.start()
+    try:
+        job = await queue.enqueue(P, "stages", {})
+        fast = await queue.enqueue(P, "quick", {})
+        await asyncio.wait_for(reported.wait(), 5)
+        deadline = time.monotonic() + 5
+        while (await queue.get(P, job.id)).progress != {"stage": "writing"}:
+            assert time.monotonic() < deadline, (await queue.get(P, job.id)).progress
+            await asyncio.sleep(0.05)
+        release.set()
+        while (await queue.get(P, job.id)).state != "succeeded":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+    finally:
+        await pool.stop()
+    done = await queue.get(P, fast.id)
+    assert done.state == "succeeded" and not done.progress
+
+
 async def test_graceful_stop_releases_unfinished_jobs(queue: JobQueue) -> None:
     started = asyncio.Event()
 

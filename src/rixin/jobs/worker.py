@@ -6,7 +6,10 @@ busy worker that just claimed (more jobs may be due), or by the pool's one polle
 pool costs one claim per interval, however many workers it has.
 
 While a handler runs, its lease is extended every third of the lease; when that fails (the job
-was cancelled, or another worker took over after an expiry) the handler is cancelled. Handlers
+was cancelled, or another worker took over after an expiry) the handler is cancelled. Progress a
+handler reports is stored by the same heartbeat, at most every ``PROGRESS_INTERVAL_S``: a short
+job (most ingested files take under a second) then costs no progress writes at all, where
+writing each stage cost a transaction each. Handlers
 are coroutines on the event loop: CPU-heavy ones run their work in a thread or subprocess
 themselves (``asyncio.to_thread``), so the loop never blocks.
 
@@ -29,6 +32,9 @@ from rixin.jobs.queue import Job, JobQueue
 
 log = logging.getLogger("rixin.jobs")
 
+PROGRESS_INTERVAL_S = 0.5
+"""Reported progress is stored at most this often (and this late) per job."""
+
 Handler = Callable[["JobContext"], Coroutine[Any, Any, dict[str, Any] | None]]
 """A job handler: returns the job's ``result`` (or None); raises to fail the attempt."""
 
@@ -46,15 +52,15 @@ class JobContext:
     owner: str
     lease_s: float
     lost: bool = field(default=False)
+    pending: dict[str, Any] | None = field(default=None)
+    """Progress reported and not stored yet (the pool's heartbeat stores it)."""
 
     async def progress(self, progress: dict[str, Any]) -> None:
-        """Store ``progress`` on the job; cancels the handler if the lease was lost."""
-        ok = await self.queue.heartbeat(
-            self.job.id, self.owner, lease_s=self.lease_s, progress=progress
-        )
-        if not ok:
-            self.lost = True
+        """Report ``progress``: stored on the job within ``PROGRESS_INTERVAL_S``. Raises
+        ``CancelledError`` when the lease was lost (the job was cancelled or taken over)."""
+        if self.lost:
             raise asyncio.CancelledError
+        self.pending = progress
 
 
 class WorkerPool:
@@ -200,14 +206,25 @@ class WorkerPool:
             raise asyncio.CancelledError
 
     async def _heartbeat(self, ctx: JobContext, task: asyncio.Task[Any]) -> None:
+        """Extend the lease every third of it, and store reported progress meanwhile."""
         interval = max(0.05, self.lease_s / 3)
+        tick = min(interval, PROGRESS_INTERVAL_S)
+        last = asyncio.get_running_loop().time()
         while not task.done():
-            await asyncio.sleep(interval)
+            await asyncio.sleep(tick)
+            now = asyncio.get_running_loop().time()
+            if ctx.pending is None and now - last < interval:
+                continue
+            progress, ctx.pending = ctx.pending, None
             try:
-                ok = await self.queue.heartbeat(ctx.job.id, ctx.owner, lease_s=self.lease_s)
+                ok = await self.queue.heartbeat(
+                    ctx.job.id, ctx.owner, lease_s=self.lease_s, progress=progress
+                )
             except Exception:
                 log.warning("heartbeat of job %s failed; will retry", ctx.job.id)
+                ctx.pending = ctx.pending or progress
                 continue
+            last = now
             if not ok:
                 ctx.lost = True
                 task.cancel()

@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import shutil
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,10 @@ log = logging.getLogger("rixin.knowledge.store_index")
 MANIFEST_FORMAT = 1
 FETCH_BATCH = 500
 MAX_OPEN = 64
+REFRESH_GAP_FACTOR = 4.0
+"""A background refresh that took t seconds is followed by the next no sooner than this × t
+later, so refreshing (which re-reads the store's chunk ids and re-saves the dense index: work
+that grows with the store) takes at most a fifth of a core while a large store ingests."""
 """Open stores kept in memory; the least recently used is closed past this."""
 
 _STORE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -110,7 +115,8 @@ class StoreIndexes:
 
     def refresh_soon(self, vector_store_id: str) -> None:
         """Catch the store's index up in the background, coalescing bursts: while a refresh
-        runs, any number of further requests cause exactly one more. Ingestion calls this after
+        runs (and for ``REFRESH_GAP_FACTOR`` times as long after it), any number of further
+        requests cause exactly one more. Ingestion calls this after
         every file; a refresh re-reads the store's chunk ids and re-saves the dense index, so one
         per file made ingesting a large store quadratic. Searches never wait for it: ``open``
         catches up by itself when the version moved."""
@@ -126,6 +132,7 @@ class StoreIndexes:
         try:
             while True:
                 self._refreshing[vector_store_id] = False
+                started = time.perf_counter()
                 try:
                     await self.refresh(vector_store_id)
                 except Exception:  # derived data: the next open repairs it
@@ -134,6 +141,7 @@ class StoreIndexes:
                     )
                 if not self._refreshing[vector_store_id]:
                     return
+                await asyncio.sleep(REFRESH_GAP_FACTOR * (time.perf_counter() - started))
         finally:
             del self._refreshing[vector_store_id]
 
