@@ -323,7 +323,19 @@ def test_b5_bomb_stays_under_256_mb_in_the_child(docs: Any, write: Write) -> Non
     )
     start = time.monotonic()
     peak_kb = subprocess.run(
-        [sys.executable, "-I", "-c", measure, str(path), *sandbox._child_argv(request)],
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            measure,
+            str(path),
+            sys.executable,
+            "-I",
+            "-B",
+            "-m",
+            "rixin.knowledge.parsing.runner",
+            request,
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import os
+import signal
 import sys
+import textwrap
 import threading
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -196,23 +200,22 @@ def test_plain_zip_is_unsupported(write: Write) -> None:
     assert exc.value.code == "unsupported_file_type"
 
 
-async def test_async_parse_keeps_the_loop_free(write: Write, docs: Any) -> None:
-    path = write(docs.docx())
+async def test_async_parse_keeps_the_loop_free(write: Write, hook: Hook) -> None:
+    slow = "{'ok': False, 'code': 'corrupt', 'message': 'slow'}"
+    hook(f"import time\ntime.sleep(0.5)\nprint(json.dumps({slow}))")
     ticks = 0
 
     async def tick() -> None:
         nonlocal ticks
         while True:
             ticks += 1
-            await __import__("asyncio").sleep(0.01)
-
-    import asyncio
+            await asyncio.sleep(0.01)
 
     ticker = asyncio.create_task(tick())
-    doc = await parse_file_async(path, filename="a.docx")
+    with pytest.raises(ParseError, match="slow"):
+        await parse_file_async(write(b"x"), filename="a.txt")
     ticker.cancel()
-    assert doc.blocks[0].text == "项目概述"
-    assert ticks > 3
+    assert ticks > 10  # ~50 if the loop ran freely for the child's 0.5 s
 
 
 def test_sync_parse_from_worker_thread(write: Write) -> None:
@@ -247,23 +250,43 @@ def test_b7_extension_hint() -> None:
 
 _HOOK = """
 import json, sys
+from rixin.knowledge.parsing import forkserver, runner
 from rixin.knowledge.parsing.limits import ParseLimits
-from rixin.knowledge.parsing.runner import apply_limits
-apply_limits(ParseLimits.from_json(json.loads(sys.argv[1])["limits"]))
+
+def hostile(argv):
+    runner.apply_limits(ParseLimits.from_json(json.loads(argv[1])["limits"]))
+{body}
+    return 0
+
+runner.main = hostile
+sys.exit(forkserver.main(sys.argv))
 """
 
 
-def _hook(monkeypatch: pytest.MonkeyPatch, body: str) -> None:
-    code = _HOOK + body
-    monkeypatch.setattr(
-        sandbox, "_child_argv", lambda req: [sys.executable, "-I", "-B", "-c", code, req]
-    )
+Hook = Callable[[str], None]
+
+
+@pytest.fixture
+def hook(monkeypatch: pytest.MonkeyPatch) -> Iterator[Hook]:
+    """Swap in a fork server whose children run ``body`` (after the real limits) instead of
+    the parser: the confinement is the fork server's, whatever the child then does."""
+    servers: list[sandbox.ForkServer] = []
+
+    def hook(body: str) -> None:
+        code = _HOOK.format(body=textwrap.indent(body, "    "))
+        server = sandbox.ForkServer(lambda: [sys.executable, "-I", "-B", "-c", code])
+        servers.append(server)
+        monkeypatch.setattr(sandbox, "_SERVER", server)
+
+    yield hook
+    for server in servers:
+        server.close()
 
 
 def test_wall_clock_timeout_kills_the_process_group(
-    write: Write, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    write: Write, hook: Hook, tmp_path: Path
 ) -> None:
-    _hook(monkeypatch, "import time\nwhile True: time.sleep(0.01)")
+    hook("import time\nwhile True: time.sleep(0.01)")
     start = time.monotonic()
     with pytest.raises(ParseError) as exc:
         parse(write, b"x", "a.txt", timeout_s=1.0)
@@ -271,8 +294,8 @@ def test_wall_clock_timeout_kills_the_process_group(
     assert time.monotonic() - start < 3
 
 
-def test_cpu_limit_kills_a_spinning_child(write: Write, monkeypatch: pytest.MonkeyPatch) -> None:
-    _hook(monkeypatch, "while True: pass")
+def test_cpu_limit_kills_a_spinning_child(write: Write, hook: Hook) -> None:
+    hook("while True: pass")
     start = time.monotonic()
     with pytest.raises(ParseError) as exc:
         parse(write, b"x", "a.txt", max_cpu_s=1, timeout_s=20)
@@ -280,21 +303,16 @@ def test_cpu_limit_kills_a_spinning_child(write: Write, monkeypatch: pytest.Monk
     assert time.monotonic() - start < 5
 
 
-def test_memory_limit_stops_an_allocating_child(
-    write: Write, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _hook(monkeypatch, "blocks = []\nwhile True: blocks.append(bytearray(50 * 2**20))")
+def test_memory_limit_stops_an_allocating_child(write: Write, hook: Hook) -> None:
+    hook("blocks = []\nwhile True: blocks.append(bytearray(50 * 2**20))")
     with pytest.raises(ParseError) as exc:
         parse(write, b"x", "a.txt", max_memory_bytes=512 * 2**20)
     assert exc.value.code == "resource_limit"
 
 
-def test_child_cannot_write_files(
-    write: Write, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_child_cannot_write_files(write: Write, hook: Hook, tmp_path: Path) -> None:
     target = tmp_path / "leak"
-    _hook(
-        monkeypatch,
+    hook(
         f"""
 import errno
 try:
@@ -311,23 +329,78 @@ except OSError as e:
     assert not target.exists() or target.stat().st_size == 0
 
 
-def test_child_output_is_bounded(write: Write, monkeypatch: pytest.MonkeyPatch) -> None:
-    _hook(monkeypatch, "sys.stdout.write('x' * 5_000_000)")
+def test_child_output_is_bounded(write: Write, hook: Hook) -> None:
+    hook("sys.stdout.write('x' * 5_000_000)")
     with pytest.raises(ParseError) as exc:
         parse(write, b"x", "a.txt", max_output_bytes=1_000_000)
     assert exc.value.code == "too_large"
 
 
-def test_child_gets_no_server_environment(write: Write, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_child_gets_no_server_environment(
+    write: Write, hook: Hook, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RIXIN_SECRET", "s3cret")
-    _hook(
-        monkeypatch,
+    hook(
         "import os\nprint(json.dumps({'ok': False, 'code': 'corrupt', "
         "'message': ','.join(sorted(os.environ))}))",
     )
     with pytest.raises(ParseError) as exc:
         parse(write, b"x", "a.txt")
     assert "RIXIN_SECRET" not in exc.value.message
+
+
+def test_a_dead_fork_server_is_replaced(write: Write) -> None:
+    server = sandbox.ForkServer()
+    try:
+        path = write(b"first file")
+        assert "first" in server_parse(server, path).text
+        assert server._proc is not None
+        first = server._proc.pid
+        os.kill(first, signal.SIGKILL)
+        server._proc.wait()
+        assert "first" in server_parse(server, path).text
+        assert server._proc.pid != first
+    finally:
+        server.close()
+
+
+def test_a_cancelled_parse_kills_its_child(write: Write, hook: Hook) -> None:
+    hook("import time\ntime.sleep(60)")
+
+    async def cancel_mid_parse() -> None:
+        task = asyncio.create_task(parse_file_async(write(b"x"), filename="a.txt"))
+        deadline = time.monotonic() + 10
+        calls = sandbox._SERVER._calls
+        while not calls or not all(call.pid for call in calls.values()):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        pid = next(iter(calls.values())).pid
+        assert pid is not None and _alive(pid)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        while _alive(pid):  # at once, not when the parse's wall clock runs out
+            assert time.monotonic() < deadline, "the parser child outlived its cancelled request"
+            await asyncio.sleep(0.05)
+
+    asyncio.run(cancel_mid_parse())
+
+
+def server_parse(server: sandbox.ForkServer, path: Path) -> ParsedDocument:
+    request = {"suffix": "txt", "limits": ParseLimits().to_json()}
+    with path.open("rb") as source:
+        outcome = server.parse(source.fileno(), request, ParseLimits(), sandbox._Call())
+    return sandbox._reply(
+        outcome.status, outcome.out, outcome.err, lambda r: ParsedDocument.from_json(r["document"])
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 # --- errors -------------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """Parsing untrusted files into structured text, in a sandboxed subprocess.
 
 ``parse_file`` / ``parse_file_async`` are the entry points; the extractors themselves run only in
-the child started by ``sandbox`` (see ``runner``). ``sandbox`` (and with it ``asyncio``) is
-imported on first use only: every parse starts a fresh interpreter that imports this package,
-and those imports were most of its start-up time.
+the children of the parser fork server (``sandbox``, ``forkserver``, ``runner``). ``sandbox`` (and
+with it ``asyncio``) is imported on first use only: the fork server imports this package, and it
+must start quickly when it is restarted.
 """
 
 from typing import TYPE_CHECKING, Any

@@ -1,4 +1,5 @@
-"""The parser subprocess (``python -I -B -m rixin.knowledge.parsing.runner REQUEST``).
+"""The parser child: ``main`` runs in each child the fork server forks (``forkserver``), or
+standalone as ``python -I -B -m rixin.knowledge.parsing.runner REQUEST``.
 
 The file to parse arrives as stdin (an open descriptor, never a path); ``REQUEST`` is JSON with
 the extension hint, the limits and the ``format`` (``"faq"``: a FAQ file, see ``faq``). Limits
