@@ -223,7 +223,12 @@ class JobQueue:
                 )
                 if kinds is not None:
                     query = query.where(JobRecord.kind.in_(sorted(kinds)))
-                query = query.order_by(JobRecord.run_after, JobRecord.created_at, JobRecord.id)
+                # Fewest attempts first: after a crash loop, the jobs running at each crash
+                # (always the oldest) wait behind fresh ones instead of using up their attempts
+                # on every restart.
+                query = query.order_by(
+                    JobRecord.attempts, JobRecord.run_after, JobRecord.created_at, JobRecord.id
+                )
                 query = query.limit(1).execution_options(populate_existing=True)
                 if self.db.dialect == "postgresql":
                     query = query.with_for_update(skip_locked=True)
