@@ -51,8 +51,8 @@ bench-retrieval: $(STAMP)
 	$(BIN)/python bench/retrieval_quality.py --dataset rgb
 
 bench-retrieval-api: $(STAMP)
-	$(BIN)/python bench/retrieval_api.py --dataset scifact --data-dir .bench/api-scifact
-	$(BIN)/python bench/retrieval_api.py --dataset rgb --data-dir .bench/api-rgb
+	$(BIN)/python bench/retrieval_api.py --dataset scifact --data-dir .bench/api-scifact --hits 30 --rerank-queries 10
+	$(BIN)/python bench/retrieval_api.py --dataset rgb --data-dir .bench/api-rgb --hits 30 --rerank-queries 10
 
 bench-search: $(STAMP)
 	$(BIN)/python bench/search_latency.py --part ann --sizes 10000,100000
