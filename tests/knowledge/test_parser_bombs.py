@@ -30,7 +30,6 @@ from rixin.knowledge.parsing import (
     ParseLimits,
     parse_file,
     safezip,
-    sandbox,
 )
 from rixin.knowledge.parsing.extractors import extract
 

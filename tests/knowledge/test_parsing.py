@@ -371,10 +371,10 @@ def test_a_cancelled_parse_kills_its_child(write: Write, hook: Hook) -> None:
         task = asyncio.create_task(parse_file_async(write(b"x"), filename="a.txt"))
         deadline = time.monotonic() + 10
         calls = sandbox._SERVER._calls
-        while not calls or not all(call.pid for call in calls.values()):
+        while not calls or not all(call.pid for _, call in calls.values()):
             assert time.monotonic() < deadline
             await asyncio.sleep(0.02)
-        pid = next(iter(calls.values())).pid
+        pid = next(iter(calls.values()))[1].pid
         assert pid is not None and _alive(pid)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

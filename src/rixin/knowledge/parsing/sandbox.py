@@ -85,7 +85,7 @@ class ForkServer:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
-        self._calls: dict[int, _Call] = {}
+        self._calls: dict[int, tuple[socket.socket, _Call]] = {}  # id -> (its server, call)
         self._ids = itertools.count(1)
 
     def parse(
@@ -96,7 +96,7 @@ class ForkServer:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         call_id = next(self._ids)
-        self._calls[call_id] = call
+        self._calls[call_id] = sock, call
         try:
             message = json.dumps({"id": call_id, "request": request}).encode()
             try:
@@ -166,7 +166,7 @@ class ForkServer:
         try:
             while data := sock.recv(_MAX_MESSAGE):
                 reply = json.loads(data)
-                call = self._calls.get(int(reply.get("id") or 0))
+                _, call = self._calls.get(int(reply.get("id") or 0), (None, None))
                 if call is None:
                     continue
                 if "pid" in reply:
@@ -178,9 +178,10 @@ class ForkServer:
                     call.reaped.set()
         except (OSError, ValueError):
             pass
-        for call in list(self._calls.values()):  # it died: nothing more will be reaped
-            call.forked.set()
-            call.reaped.set()
+        for server, call in list(self._calls.values()):  # it died: nothing more is reaped
+            if server is sock:
+                call.forked.set()
+                call.reaped.set()
 
 
 def _read(
