@@ -12,8 +12,6 @@ import os
 import random
 import socket
 import struct
-import subprocess
-import sys
 import time
 import zipfile
 import zlib
@@ -30,6 +28,7 @@ from rixin.knowledge.parsing import (
     ParseLimits,
     parse_file,
     safezip,
+    sandbox,
 )
 from rixin.knowledge.parsing.extractors import extract
 
@@ -309,39 +308,21 @@ def test_b5_nested_flatedecode_bomb(docs: Any, write: Write) -> None:
 
 
 def test_b5_bomb_stays_under_256_mb_in_the_child(docs: Any, write: Write) -> None:
+    """The forked child's own peak RSS (``peak_rss_kb`` of its reply: the fork server's resident
+    pages at the fork, then whatever the child grows to) while it refuses a 70 MB bomb."""
     path = write(_pdf_with_content(docs, _deflate_zeros(70 * MiB), "/FlateDecode"))
-    request = json.dumps({"suffix": "pdf", "limits": ParseLimits().to_json()})
-    # ru_maxrss survives fork and exec, so a child of this (large) pytest process would report
-    # our own peak: start the parser from a small interpreter and read the parser's peak there.
-    measure = (
-        "import os, subprocess, sys\n"
-        "with open(sys.argv[1], 'rb') as f:\n"
-        "    proc = subprocess.Popen(sys.argv[2:], stdin=f, stdout=subprocess.DEVNULL)\n"
-        "    _, _, usage = os.wait4(proc.pid, 0)\n"
-        "print(usage.ru_maxrss)\n"
-    )
-    start = time.monotonic()
-    peak_kb = subprocess.run(
-        [
-            sys.executable,
-            "-I",
-            "-c",
-            measure,
-            str(path),
-            sys.executable,
-            "-I",
-            "-B",
-            "-m",
-            "rixin.knowledge.parsing.runner",
-            request,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    assert time.monotonic() - start < 10
-    assert int(peak_kb) < 256 * 1024
+    request = {"suffix": "pdf", "limits": ParseLimits().to_json()}
+    server = sandbox.ForkServer()
+    try:
+        start = time.monotonic()
+        with path.open("rb") as source:
+            outcome = server.parse(source.fileno(), request, ParseLimits(), sandbox._Call())
+        assert time.monotonic() - start < 10
+    finally:
+        server.close()
+    assert outcome.status == 0
+    reply = json.loads(outcome.out)
+    assert 0 < reply["peak_rss_kb"] < 256 * 1024
 
 
 def test_b5_content_operator_bomb_is_killed(docs: Any, write: Write) -> None:
