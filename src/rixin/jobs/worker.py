@@ -8,10 +8,9 @@ pool costs one claim per interval, however many workers it has.
 While a handler runs, its lease is extended every third of the lease; when that fails (the job
 was cancelled, or another worker took over after an expiry) the handler is cancelled. Progress a
 handler reports is stored by the same heartbeat, at most every ``PROGRESS_INTERVAL_S``: a short
-job (most ingested files take under a second) then costs no progress writes at all, where
-writing each stage cost a transaction each. Handlers
-are coroutines on the event loop: CPU-heavy ones run their work in a thread or subprocess
-themselves (``asyncio.to_thread``), so the loop never blocks.
+job (most ingested files take under a second) writes no progress at all, where each stage used to
+cost a transaction. Handlers are coroutines on the event loop: CPU-heavy ones run their work in
+a thread or subprocess themselves (``asyncio.to_thread``), so the loop never blocks.
 
 ``stop()`` is graceful: no new claims; running handlers get ``timeout_s`` to finish, then are
 cancelled and their jobs released (queued again, the attempt not counted).

@@ -44,11 +44,11 @@ log = logging.getLogger("rixin.knowledge.store_index")
 MANIFEST_FORMAT = 1
 FETCH_BATCH = 500
 MAX_OPEN = 64
+"""Open stores kept in memory; the least recently used is closed past this."""
 REFRESH_GAP_FACTOR = 4.0
 """A background refresh that took t seconds is followed by the next no sooner than this × t
 later, so refreshing (which re-reads the store's chunk ids and re-saves the dense index: work
 that grows with the store) takes at most a fifth of a core while a large store ingests."""
-"""Open stores kept in memory; the least recently used is closed past this."""
 
 _STORE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
