@@ -20,7 +20,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from rixin.agents.engine import RunEngine
 from rixin.agents.tools.base import BuildContext
-from rixin.agents.tools.code_interpreter import ContainerFiles
+from rixin.agents.tools.code_interpreter import ContainerFiles, checked_file_ids
 from rixin.errors import InvalidRequest, NotFound, UnsupportedParameter
 from rixin.schemas.assistants import (
     CreateAssistantRequest,
@@ -189,17 +189,10 @@ def normalize_resources(raw: JSONDict | None, param: str = "tool_resources") -> 
             raise InvalidRequest(
                 "code_interpreter must be an object.", param=f"{param}.code_interpreter"
             )
-        ids = code.get("file_ids") or []
-        if (
-            not isinstance(ids, list)
-            or len(ids) > MAX_CODE_FILES
-            or not all(isinstance(i, str) and i for i in ids)
-        ):
-            raise InvalidRequest(
-                f"file_ids must be a list of at most {MAX_CODE_FILES} file ids.",
-                param=f"{param}.code_interpreter.file_ids",
-            )
-        out["code_interpreter"] = {"file_ids": list(dict.fromkeys(ids))}
+        ids = checked_file_ids(
+            code.get("file_ids"), MAX_CODE_FILES, f"{param}.code_interpreter.file_ids"
+        )
+        out["code_interpreter"] = {"file_ids": ids}
     search = raw.get("file_search")
     if search:
         if search.get("vector_stores"):
@@ -219,21 +212,17 @@ def normalize_resources(raw: JSONDict | None, param: str = "tool_resources") -> 
 
 def code_file_ids(*resources: JSONDict | None) -> list[str]:
     """The code_interpreter file ids of ``resources``, in order, without repeats."""
-    ids: list[str] = []
-    for resource in resources:
-        for file_id in ((resource or {}).get("code_interpreter") or {}).get("file_ids") or []:
-            if file_id not in ids:
-                ids.append(file_id)
-    return ids
+    return _resource_ids(resources, "code_interpreter", "file_ids")
 
 
 def vector_store_ids(*resources: JSONDict | None) -> list[str]:
-    ids: list[str] = []
-    for resource in resources:
-        for store_id in ((resource or {}).get("file_search") or {}).get("vector_store_ids") or []:
-            if store_id not in ids:
-                ids.append(store_id)
-    return ids
+    """The file_search vector store ids of ``resources``, in order, without repeats."""
+    return _resource_ids(resources, "file_search", "vector_store_ids")
+
+
+def _resource_ids(resources: Sequence[JSONDict | None], tool: str, key: str) -> list[str]:
+    ids = (i for r in resources for i in ((r or {}).get(tool) or {}).get(key) or [])
+    return list(dict.fromkeys(ids))
 
 
 def normalize_format(raw: str | JSONDict | None, param: str = "response_format") -> Any:

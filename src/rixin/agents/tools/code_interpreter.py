@@ -99,17 +99,15 @@ class CodeInterpreterTool(BaseTool):
         return ToolOutput(text, item, failed=bool(exit_code))
 
 
-def _file_ids(container: JSONDict) -> list[str]:
-    raw = container.get("file_ids") or []
+def checked_file_ids(raw: object, limit: int, param: str) -> list[str]:
+    """``raw`` as a list of at most ``limit`` file ids, repeats dropped (``None``: none)."""
+    raw = raw or []
     if (
         not isinstance(raw, list)
-        or len(raw) > MAX_FILE_IDS
+        or len(raw) > limit
         or not all(isinstance(f, str) and f for f in raw)
     ):
-        raise InvalidRequest(
-            f"file_ids must be a list of at most {MAX_FILE_IDS} file ids.",
-            param="tools.container.file_ids",
-        )
+        raise InvalidRequest(f"file_ids must be a list of at most {limit} file ids.", param=param)
     return list(dict.fromkeys(raw))
 
 
@@ -124,7 +122,9 @@ async def build(spec: JSONDict, ctx: BuildContext) -> ToolBundle:
         container_id = container
     elif isinstance(container, dict) and container.get("type", "auto") == "auto":
         container_id = f"cntr_{ctx.run_id}"
-        file_ids = _file_ids(container)
+        file_ids = checked_file_ids(
+            container.get("file_ids"), MAX_FILE_IDS, "tools.container.file_ids"
+        )
     else:
         raise InvalidRequest(
             "container must be a container id or {'type': 'auto'}.", param="tools.container"
